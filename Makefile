@@ -1,0 +1,50 @@
+# The Reset Book: two commands do everything on a fresh machine.
+#   make book   execute every chapter (profile quick, reusing stored results) and build _build/html
+#   make test   run the test suite
+# Both create or refresh .venv from pyproject.toml first.
+
+PROFILE ?= quick
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.zaplib-installed
+
+# The offline datasets of this workplace; elsewhere set ZAPLIB_DATA yourself (default ~/.cache/zaplib).
+ifeq ($(origin ZAPLIB_DATA), undefined)
+  ifneq ($(wildcard ../shared/data/README.md),)
+    export ZAPLIB_DATA := $(abspath ../shared/data)
+  endif
+endif
+
+.PHONY: venv test book book-html book-check bench clean-book help
+
+help:
+	@echo "make book [PROFILE=quick|smoke|paper]  execute chapters and build _build/html"
+	@echo "make test                              run the tests"
+	@echo "make book-check                        load every page of _build/html in headless Chromium"
+	@echo "make bench                             speed benchmarks (benchmarks/results/*.json)"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dask,browser]'
+	touch $@
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+# quick: chapters execute in place (book/*.ipynb are the committed, executed quick notebooks).
+# Other profiles execute into a staging copy so they never overwrite the committed notebooks.
+book: $(STAMP)
+	$(PY) -m zaplib book --profile $(PROFILE)
+
+book-check: $(STAMP)
+	$(PY) tools/check_book_html.py $(if $(filter quick,$(PROFILE)),_build/html,_build/$(PROFILE)/_build/html)
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_core.py
+
+clean-book:
+	rm -rf _build
