@@ -1,0 +1,111 @@
+"""Command line: ``python -m zaplib list | run CHAPTER|all | book``.
+
+    python -m zaplib list                                   # chapters, parameters, types, profiles
+    python -m zaplib run toolkit --profile smoke -p seeds 0,1 --force
+    python -m zaplib run all --workers 2                    # every chapter, 2 local processes per sweep
+    python -m zaplib run lure --scheduler tcp://host:8786   # sweeps on a Dask cluster
+    python -m zaplib book --profile quick                   # run every chapter, then jupyter-book build
+
+Exit codes: 0 success, 1 a chapter failed, 2 bad usage (unknown chapter, parameter or type) — in
+which case nothing was executed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .chapters import DEFAULT_PROFILE, PROFILES, REGISTRY
+from .runner import ParameterError, describe_params, resolve_params, type_name
+
+
+def _list(args) -> int:
+    for chapter in REGISTRY.values():
+        print(f"{chapter.name} — {chapter.title}  ({chapter.notebook})")
+        rows = [("parameter", "type", *PROFILES, "meaning")]
+        for name, param in chapter.params.items():
+            values = [resolve_params(chapter, profile=p)[name] for p in PROFILES]
+            shown = [",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for v in values]
+            choices = f" (one of {', '.join(param.choices)})" if param.choices else ""
+            rows.append((name, type_name(param.type), *shown, param.help + choices))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+        for row in rows:
+            print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+        print()
+    return 0
+
+
+def _run(args) -> int:
+    from . import runner
+
+    names = list(REGISTRY) if args.chapter == "all" else [args.chapter]
+    if args.chapter != "all" and args.chapter not in REGISTRY:
+        print(f"error: unknown chapter {args.chapter!r}; chapters: {', '.join(REGISTRY)}, all",
+              file=sys.stderr)
+        return 2
+    if args.output and len(names) > 1:
+        print("error: --output needs a single chapter", file=sys.stderr)
+        return 2
+    params = dict(args.param or [])
+    try:  # validate every chapter before executing any
+        for name in names:
+            resolve_params(REGISTRY[name], params, args.profile)
+    except ParameterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for name in names:
+        try:
+            path = runner.run_chapter(name, params, args.profile, force=args.force,
+                                      scheduler=args.scheduler, workers=args.workers,
+                                      output=args.output, progress=not args.quiet)
+        except Exception as exc:  # papermill's error already names the failing cell
+            print(f"error: chapter {name!r} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        print(f"zaplib: wrote {path}")
+    return 0
+
+
+def _book(args) -> int:
+    from . import runner
+
+    try:
+        html = runner.build_book(args.profile, force=args.force, scheduler=args.scheduler,
+                                 workers=args.workers)
+    except Exception as exc:
+        print(f"error: book build failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"zaplib: book in {html}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zaplib", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="chapters, their parameters, types and profiles")
+
+    def execution_options(sub):
+        sub.add_argument("--profile", choices=PROFILES, default=None,
+                         help=f"named parameter set (default {DEFAULT_PROFILE})")
+        sub.add_argument("--force", action="store_true", help="recompute stored runs")
+        sub.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler for sweeps (or $ZAPLIB_SCHEDULER)")
+        sub.add_argument("--workers", type=int, metavar="N", help="local processes for sweeps (or $ZAPLIB_WORKERS)")
+
+    run = commands.add_parser("run", help="execute a chapter (or all) into the book with papermill")
+    run.add_argument("chapter", help=f"one of: {', '.join(REGISTRY)}, all")
+    run.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                     help="set a parameter (lists: comma-separated, e.g. -p seeds 0,1,2)")
+    execution_options(run)
+    run.add_argument("--output", metavar="PATH", help="write the executed notebook here instead of in place")
+    run.add_argument("-q", "--quiet", action="store_true", help="no cell progress bar")
+
+    book = commands.add_parser("book", help="run every chapter, then build the HTML with jupyter-book")
+    execution_options(book)
+
+    args = parser.parse_args(argv)
+    if getattr(args, "profile", None) is None and args.command == "book":
+        args.profile = DEFAULT_PROFILE
+    return {"list": _list, "run": _run, "book": _book}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

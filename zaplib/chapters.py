@@ -1,0 +1,113 @@
+"""The chapter registry: every chapter of *The Reset Book* declared in one place.
+
+A chapter is a notebook in ``book/`` with a cell tagged ``parameters``. Its entry here names the
+notebook, every parameter with its type, default and meaning, and three named profiles:
+
+- ``smoke``: seconds per chapter; proves the notebook runs end to end (CI, ``make book PROFILE=smoke``);
+- ``quick``: minutes on 2 CPU cores; what the committed book shows;
+- ``paper``: the scale of the paper the chapter reproduces (hours, a GPU or a cluster).
+
+A profile lists only the parameters it changes from the defaults; explicit parameters
+(``python -m zaplib run CHAPTER -p NAME VALUE``) override the profile. ``profile`` itself is a
+parameter of every chapter and must not be declared again. Parsing and validation live in
+:mod:`zaplib.runner`; this module is pure data and imports nothing heavy, so
+``python -m zaplib list`` is instant.
+
+Supported parameter types: ``int``, ``float``, ``bool``, ``str``, ``list[int]``, ``list[float]``,
+``list[str]`` and ``tuple[float, ...]`` (or any ``tuple[T, ...]`` / fixed ``tuple[T1, T2]``).
+On the command line lists and tuples are comma-separated: ``-p seeds 0,1,2``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+PROFILES = ("smoke", "quick", "paper")
+DEFAULT_PROFILE = "quick"
+
+
+class Param(NamedTuple):
+    """One chapter parameter: its type, its default (used when no profile changes it), what it means,
+    and optionally the values it may take."""
+
+    type: Any
+    default: Any
+    help: str = ""
+    choices: tuple | None = None
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """A chapter: ``name`` (used on the command line), ``notebook`` (path relative to the project
+    root, or absolute), its ``params`` and its ``profiles`` (profile name -> parameter overrides)."""
+
+    name: str
+    notebook: str
+    params: dict[str, Param]
+    profiles: dict[str, dict[str, Any]]
+    title: str = ""
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        # Plain tuples are accepted for brevity: (type, default, help[, choices]).
+        object.__setattr__(self, "params", {k: Param(*v) for k, v in self.params.items()})
+        if "profile" in self.params:
+            raise ValueError(f"chapter {self.name!r}: 'profile' is implicit, do not declare it")
+        missing = [p for p in PROFILES if p not in self.profiles]
+        if missing:
+            raise ValueError(f"chapter {self.name!r} lacks the profiles {missing}")
+        for profile, values in self.profiles.items():
+            unknown = sorted(set(values) - set(self.params))
+            if unknown:
+                raise ValueError(
+                    f"chapter {self.name!r}, profile {profile!r} sets undeclared parameters {unknown}"
+                )
+
+
+# ---------------------------------------------------------------------------------------------
+# The chapters, in reading order.
+# ---------------------------------------------------------------------------------------------
+
+TOOLKIT = Chapter(
+    name="toolkit",
+    title="A tour of the reset vocabulary",
+    notebook="book/toolkit.ipynb",
+    description=(
+        "Trains a small network on MNIST for several seeds, then applies each reset op of zaplib "
+        "(zap, shrink & perturb, SNIP masked re-init, later-layer re-init, bias shift) to a copy, "
+        "measuring accuracy right after the reset and after a short retrain."
+    ),
+    params={
+        "seeds": (list[int], [0, 1, 2], "training seeds; one model per seed"),
+        "dataset": (str, "mnist", "dataset for zaplib.data.load", ("mnist", "fashion_mnist")),
+        "model": (str, "smallcnn", "network from zaplib.models.build_model", ("smallcnn", "mlp")),
+        "width": (int, 32, "channels of the SmallCNN (hidden units of the MLP)"),
+        "n_train": (int, 12000, "training images (the first n of the training set)"),
+        "n_test": (int, 5000, "test images (the first n of the test set)"),
+        "train_epochs": (int, 3, "epochs of the initial training"),
+        "batch_size": (int, 128, "mini-batch size"),
+        "lr": (float, 1e-3, "Adam learning rate, for the training and the retrain"),
+        "retrain_steps": (int, 50, "Adam steps of the short retrain after each reset"),
+        "zap_class": (int, 3, "the class whose head row is zapped in the one-class zap"),
+        "snip_keep": (float, 0.8, "fraction of weights SNIP keeps (LURE re-draws the rest)"),
+        "shrink_perturb": (tuple[float, ...], (0.4, 0.1), "shrink lambda, perturb p (Ash & Adams)"),
+    },
+    profiles={
+        "smoke": {"seeds": [0], "n_train": 2000, "n_test": 1000, "train_epochs": 1,
+                  "retrain_steps": 10, "width": 16},
+        "quick": {},
+        "paper": {"seeds": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "n_train": 60000, "n_test": 10000,
+                  "train_epochs": 10, "retrain_steps": 200, "width": 64},
+    },
+)
+
+REGISTRY: dict[str, Chapter] = {chapter.name: chapter for chapter in (TOOLKIT,)}
+
+
+def get_chapter(name: str, registry: dict[str, Chapter] | None = None) -> Chapter:
+    """The chapter called ``name``; a ``KeyError`` listing the known chapters otherwise."""
+    registry = REGISTRY if registry is None else registry
+    try:
+        return registry[name]
+    except KeyError:
+        raise KeyError(f"unknown chapter {name!r}; known chapters: {', '.join(registry)}") from None
