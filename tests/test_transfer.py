@@ -1,0 +1,114 @@
+"""Tests of zaplib.transfer: the lock-step linear probe equals the plain per-image autograd + Adam
+loop, probes in lock-step do not interact, the unfrozen and i.i.d. protocols do what Alg. 2 / 3
+say, and the validation / report class pools are disjoint."""
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from zaplib import transfer
+
+
+def _features(gen, P=12, n_train=15, n_test=5, D=24):
+    """Class-clustered non-negative features (like ReLU features), so probes learn something."""
+    centres = torch.rand(P, 1, D, generator=gen) * 2
+    train = torch.relu(centres + 0.5 * torch.randn(P, n_train, D, generator=gen))
+    test = torch.relu(centres + 0.5 * torch.randn(P, n_test, D, generator=gen))
+    return train, test
+
+
+def test_lockstep_probe_equals_per_image_autograd_adam(gen):
+    train, test = _features(gen)
+    frame, W, b = transfer.sequential_probe(train, test, n_classes=8, seeds=[3, 7], lrs=[1e-3, 1e-2],
+                                            eval_every=2, return_heads=True)
+    for (t, seed), (l, lr) in [((1, 7), (1, 1e-2)), ((0, 3), (0, 1e-3))]:
+        ref, head = transfer.sequential_probe_reference(train, test, n_classes=8, seed=seed, lr=lr,
+                                                        eval_every=2, return_head=True)
+        ours = frame[(frame.seed == seed) & (frame.lr == lr)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(ours, ref, check_exact=False, atol=1e-6)
+        torch.testing.assert_close(W[l, t], head.weight.detach(), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(b[l, t], head.bias.detach(), atol=1e-5, rtol=1e-5)
+    assert frame.test_acc.max() > 0.5  # the probe does learn (else equality would be vacuous)
+
+
+def test_probes_in_lockstep_are_independent(gen):
+    train, test = _features(gen)
+    many = transfer.sequential_probe(train, test, n_classes=6, seeds=[0, 1, 2], lrs=[3e-3, 3e-2],
+                                     eval_every=3)
+    alone = transfer.sequential_probe(train, test, n_classes=6, seeds=[1], lrs=[3e-2], eval_every=3)
+    sub = many[(many.seed == 1) & (many.lr == 3e-2)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(sub, alone, check_exact=False, atol=1e-6)
+    assert list(alone["classes"]) == [3, 6]
+
+
+def test_trajectory_is_seeded_and_uses_distinct_classes():
+    a = transfer.trajectory(20, 15, 10, 8, seed=5)
+    b = transfer.trajectory(20, 15, 10, 8, seed=5)
+    c = transfer.trajectory(20, 15, 10, 8, seed=6)
+    assert torch.equal(a.classes, b.classes) and torch.equal(a.weight, b.weight)
+    assert not torch.equal(a.classes, c.classes)
+    assert len(set(a.classes.tolist())) == 10
+    assert all(sorted(row) == list(range(15)) for row in a.image_order.tolist())
+    assert float(transfer.trajectory(600, 15, 600, 2304, 0).weight.std()) == pytest.approx((2 / 2304) ** 0.5, rel=0.01)
+    with pytest.raises(ValueError):
+        transfer.trajectory(5, 15, 6, 8, seed=0)
+
+
+def test_class_split_is_disjoint_and_complete():
+    val, rep = transfer.evaluation_class_split(659, 59, seed=0)
+    assert len(val) == 59 and len(rep) == 600
+    assert set(val.tolist()).isdisjoint(rep.tolist())
+    assert sorted(val.tolist() + rep.tolist()) == list(range(659))
+    assert transfer.eval_points(600, 50)[-1] == 600 and transfer.eval_points(7, 3) == [3, 6, 7]
+
+
+def test_group_by_class():
+    y = torch.tensor([2, 0, 1, 0, 2, 1])
+    x = torch.arange(6) * 10
+    grouped = transfer.group_by_class(x, y, torch.tensor([2, 0]))
+    assert grouped.tolist() == [[0, 40], [10, 30]]
+
+
+class _HeadOnly(nn.Module):
+    """A model whose features are its (float) input: training it unfrozen = a linear probe."""
+
+    def __init__(self, D, C=3):
+        super().__init__()
+        self.head = nn.Linear(D, C)
+
+    def features(self, x):
+        return x.flatten(1)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_unfrozen_transfer_with_no_body_equals_the_probe(gen):
+    train, test = _features(gen)
+    model = _HeadOnly(train.shape[-1])
+    unfrozen = transfer.sequential_unfrozen(model, train, test, n_classes=6, seed=4, lr=1e-2,
+                                            eval_every=3)
+    probe = transfer.sequential_probe(train, test, n_classes=6, seeds=[4], lrs=[1e-2], eval_every=3)
+    pd.testing.assert_frame_equal(unfrozen, probe, check_exact=False, atol=1e-6)
+
+
+def test_iid_transfer_curve_learns(gen):
+    train, test = _features(gen)
+    model = _HeadOnly(train.shape[-1])
+    curve = transfer.iid_transfer(model, train, test, n_classes=8, seed=0, lr=3e-2, epochs=3,
+                                  batch_size=16, evals_per_epoch=2)
+    assert list(curve["epoch"]) == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+    assert curve["test_acc"].iloc[-1] > curve["test_acc"].iloc[0] + 0.3
+    assert model.head.out_features == 3  # the caller's model is untouched (a copy is trained)
+
+
+def test_select_lr_uses_final_accuracy():
+    rows = []
+    for lr, early, final in [(0.1, 0.9, 0.2), (0.01, 0.3, 0.6)]:
+        for seed in (0, 1):
+            rows += [{"method": "asb", "zap": True, "pretrain_seed": 0, "seed": seed, "lr": lr,
+                      "classes": 5, "train_acc": 1, "test_acc": early},
+                     {"method": "asb", "zap": True, "pretrain_seed": 0, "seed": seed, "lr": lr,
+                      "classes": 10, "train_acc": 1, "test_acc": final}]
+    best = transfer.select_lr(pd.DataFrame(rows))
+    assert best.loc[0, "lr"] == 0.01 and best.loc[0, "val_acc"] == pytest.approx(0.6)

@@ -1,0 +1,492 @@
+"""Transfer protocols of *Reset It and Forget It* (Frati et al. 2023, §2.1.2): sequential transfer
+(Alg. 2) as a linear probe or unfrozen (App. H), and i.i.d. transfer (Alg. 3).
+
+Common to all: the pre-trained head is replaced by a fresh ``Linear(D, N)`` for the ``N`` transfer
+classes — weight Kaiming-normal (std √(2/D)), bias 0 (reference notes) — and the optimiser is
+**Adam**, as in the official code (the paper's text says SGD). Trajectories come from
+:func:`trajectory`: a transfer seed fixes which classes of a pool are learned, in what order, the
+order of each class's 15 training images, and the new head's initial weights, so a linear probe
+and an unfrozen run with the same seed see the same stream.
+
+Speed (the point of :func:`sequential_probe`): the sequential linear probe runs on *cached* frozen
+features and advances many (transfer seed, learning rate) probes in lock-step with batched
+tensor ops — the softmax-cross-entropy gradient of a linear head is derived by hand
+(∂L/∂W = (softmax(Wf + b) − e_y) fᵀ, ∂L/∂b = softmax − e_y) and Adam is PyTorch's fused kernel
+(``torch._fused_adam_``, one call per learning rate). ``torch.set_flush_denormal(True)`` matters:
+Adam's second moments of a softmax head decay into denormal floats, which slowed a CPU probe ~3×
+(reference notes). :func:`sequential_probe_reference` is the plain one-run, per-image autograd +
+``torch.optim.Adam`` loop the tests and the benchmark compare against.
+
+Protocol (:func:`run_protocol`): the 659 evaluation classes are split once (``class_split_seed``)
+into a *validation pool* of ``val_pool`` classes and a *report pool* of the rest. Every learning
+rate of the grid is tried on validation trajectories; the best one per pre-training configuration
+(mean final held-out accuracy over its pre-training seeds × validation seeds) is then run on the
+report pool with fresh transfer seeds. Reported numbers never touch the classes the LR was chosen
+on.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .train import as_float
+
+__all__ = [
+    "Trajectory",
+    "trajectory",
+    "new_head",
+    "extract_features",
+    "group_by_class",
+    "evaluation_class_split",
+    "sequential_probe",
+    "sequential_probe_reference",
+    "sequential_unfrozen",
+    "iid_transfer",
+    "transfer_run",
+    "select_lr",
+    "run_protocol",
+    "eval_points",
+    "TRANSFER_EXPERIMENT",
+]
+
+TRANSFER_EXPERIMENT = "zapping-transfer"
+
+
+# ---------------------------------------------------------------------------------------------
+# Trajectories and heads
+# ---------------------------------------------------------------------------------------------
+class Trajectory:
+    """A transfer seed's stream: ``classes`` (N pool indices, in learning order), ``image_order``
+    (N × n_train, the order of each class's training images) and the new head ``weight`` (N × D)."""
+
+    def __init__(self, classes, image_order, weight):
+        self.classes, self.image_order, self.weight = classes, image_order, weight
+
+
+def trajectory(pool_size: int, n_train: int, n_classes: int, feature_dim: int, seed: int,
+               shuffle_images: bool = True) -> Trajectory:
+    """The stream of transfer seed ``seed``: ``n_classes`` classes drawn from a pool of
+    ``pool_size`` in random order, each class's ``n_train`` images in random order (or in stored
+    order), and a Kaiming-normal head weight (std √(2/D), the official re-drawn head)."""
+    if n_classes > pool_size:
+        raise ValueError(f"a trajectory of {n_classes} classes needs a pool of at least that many, "
+                         f"got {pool_size}")
+    g = torch.Generator().manual_seed(int(seed))
+    classes = torch.randperm(pool_size, generator=g)[:n_classes]
+    if shuffle_images:
+        image_order = torch.argsort(torch.rand(n_classes, n_train, generator=g), dim=1)
+    else:
+        image_order = torch.arange(n_train).expand(n_classes, n_train).clone()
+    weight = torch.randn(n_classes, feature_dim, generator=g) * math.sqrt(2.0 / feature_dim)
+    return Trajectory(classes, image_order, weight)
+
+
+def new_head(weight: torch.Tensor) -> nn.Linear:
+    """A ``Linear`` head with the given weight and bias 0 (the transfer head of the official code)."""
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.zero_()
+    return head
+
+
+def eval_points(n_classes: int, eval_every: int) -> list[int]:
+    """Numbers of classes learned after which accuracy is recorded: every ``eval_every`` classes
+    and always after the last one (the paper records every 50 of 600)."""
+    points = list(range(eval_every, n_classes + 1, eval_every)) if eval_every > 0 else []
+    if not points or points[-1] != n_classes:
+        points.append(n_classes)
+    return points
+
+
+# ---------------------------------------------------------------------------------------------
+# Data helpers
+# ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def extract_features(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """``model.features`` of all images ``x`` (eval mode, no grad), as a float tensor (N, D)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model.features(as_float(x[i : i + batch_size]))
+                          for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def group_by_class(x: torch.Tensor, y: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """``x`` rearranged as (len(classes), n_per_class, ...) in the order of ``classes``; every class
+    must have the same number of examples (Omniglot: 15 train / 5 held-out)."""
+    order = torch.argsort(y, stable=True)
+    counts = torch.bincount(y)
+    n = int(counts[classes].min())
+    if int(counts[classes].max()) != n:
+        raise ValueError("group_by_class needs the same number of examples in every class")
+    starts = torch.cumsum(counts, 0) - counts
+    idx = starts[classes].unsqueeze(1) + torch.arange(n)
+    return x[order[idx.reshape(-1)].to(x.device)].reshape(len(classes), n, *x.shape[1:])
+
+
+def evaluation_class_split(n_classes: int, val_pool: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split ``n_classes`` evaluation-set classes once into a validation pool of ``val_pool``
+    classes (for choosing learning rates) and a disjoint report pool (the rest)."""
+    if not 0 <= val_pool < n_classes:
+        raise ValueError(f"val_pool must be in [0, {n_classes}), got {val_pool}")
+    perm = torch.randperm(n_classes, generator=torch.Generator().manual_seed(int(seed)))
+    return perm[:val_pool].sort().values, perm[val_pool:].sort().values
+
+
+def _seen_eval_set(feats: torch.Tensor, classes: torch.Tensor, n_seen: int):
+    """Images and trajectory labels (0..n_seen-1) of the first ``n_seen`` classes of a trajectory."""
+    block = feats[classes[:n_seen]]  # (n_seen, n, ...)
+    labels = torch.arange(n_seen, device=feats.device).repeat_interleave(block.shape[1])
+    return block.reshape(-1, *feats.shape[2:]), labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequential transfer, linear probe, many probes in lock-step (Alg. 2)
+# ---------------------------------------------------------------------------------------------
+def sequential_probe(
+    train_feats: torch.Tensor,
+    test_feats: torch.Tensor,
+    *,
+    n_classes: int,
+    seeds: Sequence[int],
+    lrs: Sequence[float],
+    eval_every: int = 50,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    shuffle_images: bool = True,
+    return_heads: bool = False,
+):
+    """Alg. 2 with a frozen feature extractor: one Adam step per training image, classes in
+    sequence, for every (seed, lr) in ``seeds × lrs`` at once.
+
+    ``train_feats`` (P, n_train, D) / ``test_feats`` (P, n_test, D) are the cached features of a
+    pool of P classes (training and held-out images). Each seed's :func:`trajectory` picks
+    ``n_classes`` of them. After ``eval_points(n_classes, eval_every)`` classes, the accuracy on
+    the training images seen so far (Alg. 2 line 8) and on the held-out images of the classes
+    seen so far (line 10) is recorded — argmax over all N outputs.
+
+    Returns a tidy frame: ``seed, lr, classes, train_acc, test_acc``; with ``return_heads`` also
+    the final head weights (L, T, N, D) and biases (L, T, N), indexed [lr, seed].
+    """
+    torch.set_flush_denormal(True)
+    device, dtype = train_feats.device, train_feats.dtype
+    P, n_train, D = train_feats.shape
+    T, L, C = len(seeds), len(lrs), n_classes
+    trajs = [trajectory(P, n_train, C, D, s, shuffle_images) for s in seeds]
+    # stream[t, j]: flat index (into P * n_train) of the j-th training image of seed t
+    stream = torch.stack([
+        (tr.classes.unsqueeze(1) * n_train + torch.gather(
+            torch.arange(n_train).expand(C, n_train), 1, tr.image_order)).reshape(-1)
+        for tr in trajs]).to(device)
+    flat = train_feats.reshape(P * n_train, D)
+    steps = C * n_train
+    labels = torch.arange(C, device=device).repeat_interleave(n_train)
+
+    # Probe state laid out (L, T, ...): each learning rate's slice is one contiguous tensor for the
+    # fused Adam call. Probes of one seed share its initial head (paired comparison across lrs).
+    W = torch.stack([tr.weight for tr in trajs]).to(device, dtype).expand(L, T, C, D).contiguous()
+    b = torch.zeros(L, T, C, device=device, dtype=dtype)
+    mW, vW, mb, vb = (torch.zeros_like(W), torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(b))
+    gW, gb = torch.empty_like(W), torch.empty_like(b)
+    step_tensors = [[torch.zeros((), dtype=torch.float32, device=device) for _ in range(2)]
+                    for _ in range(L)]
+    S = L * T
+    Wf, bf, gWf, gbf = W.view(S, C, D), b.view(S, C), gW.view(S, C, D), gb.view(S, C)
+    rows_idx = torch.arange(S, device=device)
+    points = set(eval_points(C, eval_every))
+    records = []
+    for j in range(steps):
+        f = flat[stream[:, j]]  # (T, D)
+        fS = f.unsqueeze(0).expand(L, T, D).reshape(S, D)
+        logits = torch.baddbmm(bf.unsqueeze(2), Wf, fS.unsqueeze(2)).squeeze(2)  # (S, C)
+        torch.softmax(logits, dim=1, out=gbf)
+        gbf[rows_idx, labels[j]] -= 1.0
+        torch.mul(gbf.unsqueeze(2), fS.unsqueeze(1), out=gWf)
+        for l in range(L):
+            for s in step_tensors[l]:
+                s += 1
+            torch._fused_adam_([W[l], b[l]], [gW[l], gb[l]], [mW[l], mb[l]], [vW[l], vb[l]], [],
+                               step_tensors[l], lr=float(lrs[l]), beta1=betas[0], beta2=betas[1],
+                               weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
+        if (j + 1) % n_train == 0 and (j + 1) // n_train in points:
+            n_seen = (j + 1) // n_train
+            for t, tr in enumerate(trajs):
+                acc = {}
+                for part, feats in (("train_acc", train_feats), ("test_acc", test_feats)):
+                    X, y = _seen_eval_set(feats, tr.classes.to(device), n_seen)
+                    logits = torch.einsum("lcd,nd->lnc", W[:, t], X) + b[:, t].unsqueeze(1)
+                    acc[part] = (logits.argmax(-1) == y).float().mean(1).tolist()
+                records += [{"seed": int(seeds[t]), "lr": float(lrs[l]), "classes": n_seen,
+                             "train_acc": acc["train_acc"][l], "test_acc": acc["test_acc"][l]}
+                            for l in range(L)]
+    frame = pd.DataFrame(records, columns=["seed", "lr", "classes", "train_acc", "test_acc"])
+    return (frame, W, b) if return_heads else frame
+
+
+def sequential_probe_reference(train_feats: torch.Tensor, test_feats: torch.Tensor, *, n_classes: int,
+                               seed: int, lr: float, eval_every: int = 50,
+                               shuffle_images: bool = True, return_head: bool = False):
+    """The same protocol as :func:`sequential_probe` for one (seed, lr), written the plain way: an
+    ``nn.Linear`` head, autograd, ``torch.optim.Adam``, one image per step. The tests check the
+    lock-step probe against it; the benchmark measures the speed-up over it."""
+    P, n_train, D = train_feats.shape
+    tr = trajectory(P, n_train, n_classes, D, seed, shuffle_images)
+    head = new_head(tr.weight).to(train_feats.device)
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    points = set(eval_points(n_classes, eval_every))
+    classes = tr.classes.to(train_feats.device)
+    rows = []
+    for n in range(n_classes):
+        for i in range(n_train):
+            f = train_feats[classes[n], tr.image_order[n, i]]
+            loss = F.cross_entropy(head(f.unsqueeze(0)), torch.tensor([n], device=f.device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if n + 1 in points:
+            row = {"seed": int(seed), "lr": float(lr), "classes": n + 1}
+            with torch.no_grad():
+                for part, feats in (("train_acc", train_feats), ("test_acc", test_feats)):
+                    X, y = _seen_eval_set(feats, classes, n + 1)
+                    row[part] = float((head(X).argmax(-1) == y).float().mean())
+            rows.append(row)
+    frame = pd.DataFrame(rows, columns=["seed", "lr", "classes", "train_acc", "test_acc"])
+    return (frame, head) if return_head else frame
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequential transfer, unfrozen (App. H), and i.i.d. transfer (Alg. 3)
+# ---------------------------------------------------------------------------------------------
+def _with_new_head(model: nn.Module, weight: torch.Tensor) -> nn.Module:
+    net = copy.deepcopy(model)
+    net.head = new_head(weight).to(next(model.parameters()).device)
+    return net
+
+
+@torch.no_grad()
+def _accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    was = net.training
+    net.eval()
+    correct = sum(int((net(as_float(x[i : i + batch_size])).argmax(-1) == y[i : i + batch_size]).sum())
+                  for i in range(0, len(x), batch_size))
+    net.train(was)
+    return correct / max(len(x), 1)
+
+
+def sequential_unfrozen(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, *,
+                        n_classes: int, seed: int, lr: float, eval_every: int = 50,
+                        shuffle_images: bool = True) -> pd.DataFrame:
+    """Alg. 2 with *all* parameters trained (App. H, "unfrozen"): a copy of ``model`` with a new
+    head, one Adam step per image. ``train_x`` (P, n_train, C, H, W) / ``test_x`` (P, n_test, ...)
+    are the pool's images grouped by class; the stream is :func:`trajectory` of ``seed`` (the
+    same as the linear probe's). Returns ``seed, lr, classes, train_acc, test_acc``."""
+    P, n_train = train_x.shape[:2]
+    D = model.head.in_features
+    tr = trajectory(P, n_train, n_classes, D, seed, shuffle_images)
+    net = _with_new_head(model, tr.weight)
+    net.train()
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    device = train_x.device
+    classes = tr.classes.to(device)
+    points = set(eval_points(n_classes, eval_every))
+    rows = []
+    for n in range(n_classes):
+        xs = as_float(train_x[classes[n]][tr.image_order[n].to(device)])
+        y = torch.tensor([n], device=device)
+        for i in range(n_train):
+            loss = F.cross_entropy(net(xs[i : i + 1]), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if n + 1 in points:
+            row = {"seed": int(seed), "lr": float(lr), "classes": n + 1}
+            for part, images in (("train_acc", train_x), ("test_acc", test_x)):
+                X, yy = _seen_eval_set(images, classes, n + 1)
+                row[part] = _accuracy(net, X, yy)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["seed", "lr", "classes", "train_acc", "test_acc"])
+
+
+def iid_transfer(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, *, n_classes: int,
+                 seed: int, lr: float, epochs: int = 5, batch_size: int = 32,
+                 evals_per_epoch: int = 2) -> pd.DataFrame:
+    """Alg. 3: unfrozen fine-tuning of a copy of ``model`` with a new head on shuffled batches of the
+    ``n_classes`` classes of ``seed``'s trajectory (all their training images), Adam, ``epochs``
+    epochs (the paper: 5). Accuracy on all training images (line 5) and all held-out images
+    (line 6) is recorded ``evals_per_epoch`` times per epoch and before the first step.
+    Returns ``seed, lr, epoch, step, train_acc, test_acc``."""
+    P, n_train = train_x.shape[:2]
+    D = model.head.in_features
+    tr = trajectory(P, n_train, n_classes, D, seed)
+    net = _with_new_head(model, tr.weight)
+    device = train_x.device
+    classes = tr.classes.to(device)
+    Xtr, ytr = _seen_eval_set(train_x, classes, n_classes)
+    Xte, yte = _seen_eval_set(test_x, classes, n_classes)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(int(seed) + 1)
+    n_batches = -(-len(Xtr) // batch_size)
+    marks = {round(k * n_batches / evals_per_epoch) for k in range(1, evals_per_epoch + 1)}
+    rows = [{"seed": int(seed), "lr": float(lr), "epoch": 0.0, "step": 0,
+             "train_acc": _accuracy(net, Xtr, ytr), "test_acc": _accuracy(net, Xte, yte)}]
+    step = 0
+    for epoch in range(epochs):
+        order = torch.randperm(len(Xtr), generator=g).to(device)
+        net.train()
+        for k in range(n_batches):
+            idx = order[k * batch_size : (k + 1) * batch_size]
+            loss = F.cross_entropy(net(as_float(Xtr[idx])), ytr[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if k + 1 in marks:
+                rows.append({"seed": int(seed), "lr": float(lr), "epoch": epoch + (k + 1) / n_batches,
+                             "step": step, "train_acc": _accuracy(net, Xtr, ytr),
+                             "test_acc": _accuracy(net, Xte, yte)})
+    return pd.DataFrame(rows, columns=["seed", "lr", "epoch", "step", "train_acc", "test_acc"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The stored experiment and the LR-selection protocol
+# ---------------------------------------------------------------------------------------------
+def _pool(config: dict, device):
+    """Images of the evaluation-set pool named by ``config['split']`` grouped by class."""
+    from .meta import omniglot_data
+
+    ev = omniglot_data(config.get("split_seed", 0), device).evaluation
+    val_classes, report_classes = evaluation_class_split(ev.num_classes, config["val_pool"],
+                                                         config.get("class_split_seed", 0))
+    classes = val_classes if config["split"] == "val" else report_classes
+    train_x = group_by_class(ev.x_train, ev.y_train.cpu(), classes)
+    test_x = group_by_class(ev.x_test, ev.y_test.cpu(), classes)
+    return train_x, test_x
+
+
+def transfer_run(config: dict) -> dict:
+    """One transfer experiment on one pre-trained model: every (seed, lr) of the config.
+
+    Config keys: ``kind`` (probe | unfrozen | iid), ``pretrain`` (the pre-training config, loaded
+    from the store through :func:`zaplib.meta.load_pretrained`), ``split`` (val | report),
+    ``val_pool``, ``class_split_seed``, ``classes`` (trajectory length), ``seeds``, ``lrs``,
+    ``eval_every`` (probe / unfrozen) or ``epochs``, ``batch_size``, ``evals_per_epoch`` (iid).
+    Returns ``curves`` (a tidy frame, see the protocol functions) and ``seconds``.
+    """
+    from . import get_device
+    from .meta import load_pretrained
+
+    device = get_device(config.get("device"))
+    torch.set_flush_denormal(True)
+    model = load_pretrained(config["pretrain"], device=device)
+    train_x, test_x = _pool(config, device)
+    tic = time.perf_counter()
+    kind = config["kind"]
+    if kind == "probe":
+        P, n_tr = train_x.shape[:2]
+        feats_tr = extract_features(model, train_x.reshape(-1, *train_x.shape[2:])).reshape(P, n_tr, -1)
+        feats_te = extract_features(model, test_x.reshape(-1, *test_x.shape[2:])).reshape(P, test_x.shape[1], -1)
+        curves = sequential_probe(feats_tr, feats_te, n_classes=config["classes"],
+                                  seeds=config["seeds"], lrs=config["lrs"],
+                                  eval_every=config["eval_every"])
+        density = float((feats_tr > 0).float().mean())
+        norm = float(feats_tr.norm(dim=-1).mean())
+    elif kind in ("unfrozen", "iid"):
+        frames = []
+        for seed in config["seeds"]:
+            for lr in config["lrs"]:
+                if kind == "unfrozen":
+                    frames.append(sequential_unfrozen(model, train_x, test_x, n_classes=config["classes"],
+                                                      seed=seed, lr=lr, eval_every=config["eval_every"]))
+                else:
+                    frames.append(iid_transfer(model, train_x, test_x, n_classes=config["classes"],
+                                               seed=seed, lr=lr, epochs=config["epochs"],
+                                               batch_size=config["batch_size"],
+                                               evals_per_epoch=config["evals_per_epoch"]))
+        curves = pd.concat(frames, ignore_index=True)
+        density = norm = float("nan")
+    else:
+        raise ValueError(f"unknown transfer kind {kind!r}")
+    out = {"curves": curves, "seconds": time.perf_counter() - tic}
+    if kind == "probe":
+        out.update(feature_density=density, feature_norm=norm)
+    return out
+
+
+def _final(curves: pd.DataFrame) -> pd.DataFrame:
+    """The last record of every (pre-trained model, seed, lr): final accuracy of a run."""
+    x = "classes" if "classes" in curves.columns else "step"
+    keys = [c for c in curves.columns if c not in (x, "epoch", "step", "classes", "train_acc", "test_acc")]
+    return curves.sort_values(x).groupby(keys, as_index=False, dropna=False).last()
+
+
+def select_lr(val_curves: pd.DataFrame, by: Sequence[str] = ("method", "zap")) -> pd.DataFrame:
+    """Best learning rate per configuration: the lr with the highest mean *final* held-out
+    accuracy on the validation pool, averaged over pre-training seeds and validation seeds.
+    Returns ``by..., lr, val_acc``."""
+    final = _final(val_curves)
+    by = list(by)
+    means = final.groupby([*by, "lr"], as_index=False)["test_acc"].mean()
+    best = means.loc[means.groupby(by)["test_acc"].idxmax()].rename(columns={"test_acc": "val_acc"})
+    return best.reset_index(drop=True)
+
+
+def _tag(runs, configs) -> pd.DataFrame:
+    frames = []
+    for run, config in zip(runs, configs):
+        frame = run["curves"].copy()
+        pre = config["pretrain"]
+        frame.insert(0, "pretrain_seed", pre["seed"])
+        frame.insert(0, "zap", pre["zap"])
+        frame.insert(0, "method", pre["method"])
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def run_protocol(kind: str, pretrain_configs: Sequence[dict], *, lrs: Sequence[float],
+                 val_seeds: Sequence[int], report_seeds: Sequence[int], common: dict,
+                 executor=None, store=None, progress: bool = True) -> dict:
+    """LR selection on the validation pool, then the report runs, for every pre-trained model.
+
+    Phase 1 runs :func:`transfer_run` (``split="val"``, all ``lrs``, ``val_seeds``) for every
+    config in ``pretrain_configs``; :func:`select_lr` picks one lr per (method, zap); phase 2 runs
+    the report pool with that lr and ``report_seeds``. ``common`` holds the other config keys
+    (``val_pool``, ``classes``, ``eval_every`` ...). Both phases go through
+    :func:`zaplib.runner.sweep` (stored, resumable, any executor).
+
+    Returns ``val`` and ``report`` (curves tagged with ``method, zap, pretrain_seed``) and
+    ``best_lr`` (from :func:`select_lr`).
+    """
+    from .runner import Store, sweep
+
+    store = store if store is not None else Store()
+    base = {"kind": kind, **common}
+    val_cfgs = [{**base, "pretrain": p, "split": "val", "seeds": list(val_seeds), "lrs": list(lrs)}
+                for p in pretrain_configs]
+    val_runs = sweep(transfer_run, val_cfgs, executor, store=store, experiment=TRANSFER_EXPERIMENT,
+                     progress=progress)
+    val = _tag(val_runs, val_cfgs)
+    best = select_lr(val)
+    lr_of = {(r.method, bool(r.zap)): float(r.lr) for r in best.itertuples()}
+    rep_cfgs = [{**base, "pretrain": p, "split": "report", "seeds": list(report_seeds),
+                 "lrs": [lr_of[(p["method"], bool(p["zap"]))]]} for p in pretrain_configs]
+    rep_runs = sweep(transfer_run, rep_cfgs, executor, store=store, experiment=TRANSFER_EXPERIMENT,
+                     progress=progress)
+    report = _tag(rep_runs, rep_cfgs)
+    extras = pd.DataFrame([{"method": c["pretrain"]["method"], "zap": c["pretrain"]["zap"],
+                            "pretrain_seed": c["pretrain"]["seed"],
+                            "feature_density": r.get("feature_density", np.nan),
+                            "feature_norm": r.get("feature_norm", np.nan),
+                            "seconds": r.get("seconds", np.nan)}
+                           for r, c in zip(rep_runs, rep_cfgs)])
+    return {"val": val, "report": report, "best_lr": best, "features": extras}
