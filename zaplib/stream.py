@@ -1,0 +1,524 @@
+"""The ALMA mega-batch stream of *Learn, Unlearn and Relearn* (LURE; Ramkumar et al. 2023).
+
+One function, :func:`run_stream`, trains one model through one stream under one method and returns
+tidy tables; it is a pure function of its JSON config (:func:`make_config`), so the results store
+(:class:`zaplib.runner.Store`) can cache it and :func:`zaplib.runner.sweep` can fan it out.
+
+The stream (LURE §3 "Learn", §4, App. A.2; Caccia et al. 2021):
+
+- The training set is shuffled once with ``order_seed`` and cut into ``n_megabatches`` equal
+  mega-batches, each split 90/10 into train/validation (:func:`cut_stream`). The shuffle is ours and
+  necessary: the offline CIFAR-10 copy is sorted by class, so cutting it in file order would give
+  single-class mega-batches (LURE's code cuts torchvision's original, class-interleaved order).
+- Replay (:func:`replay_schedule`, App. Alg. 1 lines 3–6 and §5.2): ``full`` trains on the union of
+  all mega-batches so far; ``none`` on the current one only; ``buffered`` on the current one plus a
+  buffer that, after each mega-batch, grows by ``buffer_size`` train (``buffer_size_val`` val)
+  indices drawn from that stage's training (validation) list — LURE's code (buffer 182; the paper
+  says 186/187).
+- Per mega-batch (App. A.2 "Implementation details"): SGD momentum 0.9, weight decay 1e-4, lr 0.1
+  ×0.1 at epochs 20 and 40, batch 64, 50 epochs, no early stopping; the lr is reset to 0.1 at each
+  new mega-batch while the optimiser's momentum state is kept; the best-validation-accuracy epoch's
+  checkpoint is carried into the next mega-batch (LURE's code). Training uses random crop 32 pad 4
+  + flip; validation uses the same augmentation (LURE's code).
+- Between mega-batches (before every mega-batch but the first) the method acts on the carried model:
+  ``bl`` (warm start, Caccia et al.) does nothing; ``sp`` is Shrink & Perturb
+  (:func:`zaplib.resets.shrink_perturb`, either form); ``llf`` re-initialises ``layer3``, ``layer4``
+  and ``fc`` (:func:`zaplib.resets.reinit_layers`); ``lure`` scores the weights on a small batch,
+  keeps the top ``1 − reset_fraction`` and re-draws the rest (:func:`zaplib.resets.lure_reset`,
+  §3 eqs. 2–3, App. Alg. 1 lines 8–11); ``scratch`` re-initialises the whole model and optimiser
+  (cold start, for reference).
+- Metrics after every mega-batch (§4 "Metrics"): test accuracy and number of test errors (CER is
+  their running sum), the generalisation gap (train accuracy − validation accuracy at the carried
+  epoch; train accuracy is the running mean over that epoch's augmented batches, as LURE's code
+  logs it), and ECE with 15 bins (§7.1; ours, the code has none).
+- After the stream, optional probes of the final model: procedural corruptions (§6.1,
+  :mod:`zaplib.corruptions`), PGD-10 (§6.2), Gaussian weight noise (§7.2); label noise during the
+  stream is ``label_noise`` (§6.3).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import corruptions, metrics, resets, train
+from . import get_device
+
+METHODS = ("bl", "sp", "llf", "lure", "scratch")
+REPLAYS = ("full", "buffered", "none")
+
+#: Every knob of :func:`run_stream`, with the values of LURE's Table 1 (CIFAR-10, ResNet-18, full
+#: replay, 8 mega-batches of 6,250) as defaults.
+DEFAULT_CONFIG: dict = {
+    # data and stream
+    "dataset": "cifar10",          # cifar10 | fashion_mnist | synthetic (tiny, for tests)
+    "n_pool": None,                # training images fed to the stream (None: all 50,000)
+    "n_test": None,                # test images (a fixed random subset; None: all 10,000)
+    "order_seed": 0,               # the one shuffle of the stream (same for every method/seed)
+    "n_megabatches": 8,
+    "val_fraction": 0.1,
+    "replay": "full",              # full | buffered | none
+    "buffer_size": 182,            # buffered replay: train indices added per mega-batch (code: 182)
+    "buffer_size_val": None,       # ... validation indices (None: buffer_size, as the code)
+    "label_noise": 0.0,            # symmetric label noise on the training pool (§6.3)
+    # model
+    "model": "resnet18",           # resnet18 | resnet50 | wide_resnet50_2 | vgg16_bn
+    "width": 64,                   # resnet18 only
+    # optimisation per mega-batch
+    "epochs": 50,
+    "batch_size": 64,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "lr_milestones": [20, 40],
+    "lr_gamma": 0.1,
+    "lr_reset": True,              # lr back to ``lr`` at every mega-batch (code); False: keep decayed lr
+    "keep_optimizer_state": True,  # momentum buffers survive mega-batches (code)
+    "carry_best": True,            # carry the best-validation checkpoint (code); False: last epoch
+    "augment": True,               # random crop (pad 4) + flip
+    "val_augment": True,           # validate on augmented images (code)
+    # method
+    "method": "bl",                # bl | sp | llf | lure | scratch
+    "sp_form": "noise",            # noise: θ←λθ+p·N(0,1) (LURE code) | fresh: θ←λθ+p·θ_fresh (Ash & Adams)
+    "sp_shrink": 0.3,              # LURE code 0.3 (paper text 0.4); Ash & Adams e.g. 0.4
+    "sp_perturb": 0.001,           # LURE 0.001 (noise form); Ash & Adams e.g. 0.1 (fresh form)
+    "llf_layers": ["layer3", "layer4", "fc"],
+    "criterion": "snip",           # snip | fisher | magnitude | random
+    "reset_fraction": 0.2,
+    "reset_init": "kaiming_uniform",  # kaiming_uniform (code; BN scales -> U(-1,1)) | model
+    "reset_tensors": "weight",     # weight (code: names containing "weight") | all
+    "reset_scope": "global",       # global threshold (code) | layer
+    "score_size": 100,             # images scored (code: one batch of 100; paper: 20% of M_i)
+    "score_data": "previous",      # previous: the mega-batch just trained (Alg. 1 l.8) | upcoming
+    # evaluation
+    "eval_batch_size": 1000,
+    "corruptions": [],             # names from zaplib.corruptions.CORRUPTIONS ("all" for every one)
+    "corruption_severities": [1, 2, 3, 4, 5],
+    "n_corruption": 1000,          # test images per corruption and severity
+    "pgd_eps": [],                 # L∞ radii in [0, 1] pixel units, e.g. [1/255, 2/255, 4/255, 8/255]
+    "pgd_steps": 10,
+    "n_pgd": 500,
+    "weight_noise": [],            # Gaussian σ added to every parameter (§7.2)
+    "weight_noise_repeats": 3,
+    "n_weight_noise": 1000,        # training-pool (and test) images evaluated per draw
+    "seed": 0,
+}
+
+
+def make_config(**overrides) -> dict:
+    """A complete :func:`run_stream` config: :data:`DEFAULT_CONFIG` updated by ``overrides``
+    (unknown keys are an error, so a typo cannot silently fall back to a default)."""
+    unknown = sorted(set(overrides) - set(DEFAULT_CONFIG))
+    if unknown:
+        raise KeyError(f"unknown stream config keys {unknown}; known: {sorted(DEFAULT_CONFIG)}")
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    config.update(copy.deepcopy(overrides))
+    _check(config)
+    return config
+
+
+def _check(config: dict) -> None:
+    if config["method"] not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {config['method']!r}")
+    if config["replay"] not in REPLAYS:
+        raise ValueError(f"replay must be one of {REPLAYS}, got {config['replay']!r}")
+    if config["sp_form"] not in ("noise", "fresh"):
+        raise ValueError(f"sp_form must be 'noise' or 'fresh', got {config['sp_form']!r}")
+    if config["score_data"] not in ("previous", "upcoming"):
+        raise ValueError(f"score_data must be 'previous' or 'upcoming', got {config['score_data']!r}")
+    if not 0 < config["val_fraction"] < 1:
+        raise ValueError("val_fraction must lie in (0, 1)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The stream: cutting and replay
+# ---------------------------------------------------------------------------------------------
+def cut_stream(n: int, n_megabatches: int, val_fraction: float = 0.1,
+               generator: torch.Generator | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Cut ``range(n)`` into ``n_megabatches`` equal mega-batches (the remainder n mod t is dropped,
+    as LURE's fixed mega-batch size does) and split each into train / validation indices
+    (the first ``round((1 − val_fraction)·size)`` are train, the rest validation — LURE App. A.2).
+
+    With a ``generator`` the indices are first shuffled once (needed for class-sorted files); without
+    one the original order is kept. Returns ``[(train_idx, val_idx), ...]`` as int64 CPU tensors."""
+    if n_megabatches < 1:
+        raise ValueError(f"n_megabatches must be >= 1, got {n_megabatches}")
+    size = n // n_megabatches
+    if size < 2:
+        raise ValueError(f"{n} examples cannot make {n_megabatches} mega-batches of >= 2")
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    n_train = int(round((1.0 - val_fraction) * size))
+    n_train = min(max(n_train, 1), size - 1)
+    stream = []
+    for i in range(n_megabatches):
+        chunk = order[i * size:(i + 1) * size]
+        stream.append((chunk[:n_train].clone(), chunk[n_train:].clone()))
+    return stream
+
+
+def replay_schedule(stream: Sequence[tuple[torch.Tensor, torch.Tensor]], replay: str = "full",
+                    buffer_size: int = 182, buffer_size_val: int | None = None,
+                    generator: torch.Generator | None = None
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield, for each mega-batch in turn, the (train, validation) indices trained on at that stage.
+
+    ``full``: the union of mega-batches 1..i (App. Alg. 1 line 4); ``none``: mega-batch i only;
+    ``buffered``: mega-batch i plus the buffer; after the stage the buffer grows by ``buffer_size``
+    indices drawn without replacement from that stage's training list (``buffer_size_val`` from its
+    validation list; default the same number), capped at the list's length — LURE's code, so the
+    buffer may hold an index more than once (an old example re-drawn from the buffer part)."""
+    if replay not in REPLAYS:
+        raise ValueError(f"replay must be one of {REPLAYS}, got {replay!r}")
+    buffer_size_val = buffer_size if buffer_size_val is None else buffer_size_val
+    buf_train = torch.zeros(0, dtype=torch.long)
+    buf_val = torch.zeros(0, dtype=torch.long)
+    for i, (tr, va) in enumerate(stream):
+        if replay == "full":
+            yield torch.cat([s[0] for s in stream[:i + 1]]), torch.cat([s[1] for s in stream[:i + 1]])
+        elif replay == "none":
+            yield tr, va
+        else:
+            train_list, val_list = torch.cat([tr, buf_train]), torch.cat([va, buf_val])
+            yield train_list, val_list
+            for lst, k, which in ((train_list, buffer_size, "train"), (val_list, buffer_size_val, "val")):
+                picked = lst[torch.randperm(len(lst), generator=generator)[:min(k, len(lst))]]
+                if which == "train":
+                    buf_train = torch.cat([buf_train, picked])
+                else:
+                    buf_val = torch.cat([buf_val, picked])
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and model
+# ---------------------------------------------------------------------------------------------
+def _synthetic(device, n_train=1200, n_test=400, num_classes=4, side=8, seed=1234):
+    """A tiny learnable image set for tests: each class a fixed random 3×side×side prototype plus
+    pixel noise, stored as uint8 like the real datasets."""
+    from types import SimpleNamespace
+
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.rand(num_classes, 3, side, side, generator=g)
+
+    def make(n):
+        y = torch.randint(0, num_classes, (n,), generator=g)
+        x = (protos[y] * 0.6 + 0.4 * torch.rand(n, 3, side, side, generator=g)) * 255
+        return x.round().to(torch.uint8).to(device), y.to(device)
+
+    x_tr, y_tr = make(n_train)
+    x_te, y_te = make(n_test)
+    return SimpleNamespace(x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te,
+                           num_classes=num_classes, name="synthetic")
+
+
+def load_data(config: dict, device=None):
+    """The dataset of ``config`` on ``device`` (uint8 NCHW, int64 labels); a namespace with
+    ``x_train, y_train, x_test, y_test, num_classes, name``."""
+    device = get_device(device)
+    if config["dataset"] == "synthetic":
+        return _synthetic(device)
+    from . import data
+
+    return data.load(config["dataset"], device=device)
+
+
+_GREY_STATS = {"fashion_mnist": ((0.2860,), (0.3530,)), "mnist": ((0.1307,), (0.3081,))}
+
+
+def build_model(config: dict, num_classes: int, in_channels: int = 3) -> nn.Module:
+    """The network of ``config`` (random init from the global RNG; seed it first). ResNet-18 has the
+    CIFAR stem and a width multiplier; grey-scale datasets get one input channel and their own
+    normalisation statistics."""
+    from . import models
+
+    name = config["model"]
+    if name == "resnet18":
+        kw = {}
+        if in_channels == 1:
+            mean, std = _GREY_STATS.get(config["dataset"], ((0.5,), (0.25,)))
+            kw = {"in_channels": 1, "mean": mean, "std": std}
+        return models.cifar_resnet18(num_classes=num_classes, width=config["width"], **kw)
+    if in_channels != 3:
+        raise ValueError(f"{name} takes RGB inputs only")
+    return models.build_model(name, num_classes=num_classes)
+
+
+def _augment_fn(config: dict):
+    if not config["augment"]:
+        return None
+    from .data import augment_cifar
+
+    return augment_cifar
+
+
+# ---------------------------------------------------------------------------------------------
+# Between mega-batches: the methods
+# ---------------------------------------------------------------------------------------------
+def apply_method(model: nn.Module, config: dict, score_batch=None,
+                 generator: torch.Generator | None = None) -> int:
+    """Apply ``config["method"]`` to ``model`` in place before a new mega-batch; returns the number
+    of parameter entries re-drawn or rescaled (0 for BL).
+
+    - ``bl``: nothing (warm start).
+    - ``sp``: :func:`zaplib.resets.shrink_perturb` on every parameter (LURE's code also shrinks
+      biases and BN parameters), ``sp_form`` noise (code) or fresh (Ash & Adams).
+    - ``llf``: :func:`zaplib.resets.reinit_layers` on ``llf_layers`` (conv/linear only; BN kept),
+      with the model's own init (PyTorch default = LURE's kaiming_uniform(a=√5) for conv/linear).
+    - ``lure``: :func:`zaplib.resets.lure_reset` scored on ``score_batch`` = (x float, y).
+    - ``scratch``: every module re-initialised (the caller also makes a fresh optimiser).
+    """
+    method = config["method"]
+    if method == "bl":
+        return 0
+    if method == "sp":
+        return resets.shrink_perturb(model, config["sp_shrink"], config["sp_perturb"],
+                                     form=config["sp_form"], generator=generator)
+    if method == "llf":
+        return resets.reinit_layers(model, list(config["llf_layers"]), generator=generator)
+    if method == "lure":
+        if score_batch is None and config["criterion"] in ("snip", "fisher"):
+            raise ValueError("LURE with a data-dependent criterion needs a score_batch")
+        return resets.lure_reset(model, score_batch, reset_fraction=config["reset_fraction"],
+                                 criterion=config["criterion"], tensors=config["reset_tensors"],
+                                 init=config["reset_init"], scope=config["reset_scope"],
+                                 generator=generator)
+    if method == "scratch":
+        fresh = resets.fresh_init(model, generator)
+        model.load_state_dict(fresh.state_dict())
+        return sum(p.numel() for p in model.parameters())
+    raise ValueError(f"unknown method {method!r}")
+
+
+def _score_batch(x, y, idx, size, augment, generator):
+    """``size`` random examples of ``idx`` as a float batch (augmented like training, as LURE's
+    scoring loader is)."""
+    pick = idx[torch.randperm(len(idx), generator=generator)[:size]].to(x.device)
+    xb = train.as_float(x[pick])
+    if augment is not None:
+        xb = augment(xb, generator)
+    return xb, y[pick]
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+def _test_metrics(model, x, y, batch_size) -> dict:
+    logits = train.predict_logits(model, x, batch_size)
+    with torch.no_grad():
+        probs = F.softmax(logits.float(), dim=1)
+        pred = logits.argmax(1)
+        errors = int((pred != y).sum())
+        loss = float(F.cross_entropy(logits, y))
+    ece_value, reliability = metrics.ece(probs, y, n_bins=15)
+    return {"test_acc": 1.0 - errors / len(y), "test_errors": errors, "test_loss": loss,
+            "ece": ece_value, "reliability": reliability}
+
+
+def _accuracy(model, x, y, batch_size) -> float:
+    return metrics.accuracy(train.predict_logits(model, x, batch_size), y)
+
+
+def corruption_table(model, x, y, names, severities, batch_size=1000, seed=0) -> pd.DataFrame:
+    """Accuracy of ``model`` on ``x`` (uint8) under each corruption and severity (plus
+    ``corruption="clean"``). The corrupted images depend only on ``seed``, so every model of a
+    comparison sees the same ones."""
+    xf = train.as_float(x)
+    rows = [{"corruption": "clean", "severity": 0, "acc": _accuracy(model, xf, y, batch_size)}]
+    for k, name in enumerate(names):
+        for s in severities:
+            g = torch.Generator().manual_seed(seed * 1000 + 10 * k + s)
+            xc = torch.cat([corruptions.corrupt(xf[i:i + batch_size], name, s, g)
+                            for i in range(0, len(xf), batch_size)])
+            rows.append({"corruption": name, "severity": s, "acc": _accuracy(model, xc, y, batch_size)})
+    return pd.DataFrame(rows)
+
+
+def pgd_table(model, x, y, eps_list, steps=10, batch_size=250, seed=0) -> pd.DataFrame:
+    """Accuracy under L∞ PGD-``steps`` (:func:`zaplib.corruptions.pgd_attack`) for each radius."""
+    xf = train.as_float(x)
+    rows = []
+    for eps in [0.0, *eps_list]:
+        g = torch.Generator().manual_seed(seed)
+        correct = 0
+        for i in range(0, len(xf), batch_size):
+            xb, yb = xf[i:i + batch_size], y[i:i + batch_size]
+            adv = corruptions.pgd_attack(model, xb, yb, eps, steps=steps, generator=g)
+            correct += int((train.predict_logits(model, adv, batch_size).argmax(1) == yb).sum())
+        rows.append({"eps": eps, "eps_255": eps * 255, "acc": correct / len(xf)})
+    return pd.DataFrame(rows)
+
+
+def weight_noise_table(model, sets: dict, sigmas, repeats=3, batch_size=1000, seed=0) -> pd.DataFrame:
+    """Accuracy on each named ``(x, y)`` set with N(0, σ²) added to every parameter (LURE §7.2),
+    ``repeats`` independent draws per σ (σ = 0 is the unperturbed model)."""
+    rows = []
+    for sigma in [0.0, *sigmas]:
+        for r in range(repeats if sigma > 0 else 1):
+            g = torch.Generator().manual_seed(seed * 1000 + r)
+            with corruptions.perturb_weights(model, sigma, generator=g):
+                for name, (x, y) in sets.items():
+                    rows.append({"sigma": sigma, "repeat": r, "split": name,
+                                 "acc": _accuracy(model, x, y, batch_size)})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment
+# ---------------------------------------------------------------------------------------------
+def run_stream(config: dict, device=None, progress: bool = False, stage_callback=None) -> dict:
+    """Train one model through one ALMA stream (see the module docstring) and return tidy tables:
+
+    - ``megabatches``: one row per mega-batch — ``megabatch`` (1-based), ``n_train``, ``n_val``,
+      ``n_reset`` (entries changed by the method before it), ``best_epoch``, ``train_acc``,
+      ``val_acc``, ``gen_gap`` (train − val at the carried epoch), ``test_acc``, ``test_errors``,
+      ``cer`` (running sum of test errors), ``test_loss``, ``ece``, ``lr_start``, ``seconds``;
+    - ``epochs``: every epoch's record (``train.train_iid`` columns plus ``megabatch``);
+    - ``reliability``: the final model's 15-bin reliability-diagram data on the test set;
+    - ``summary``: one row — final ``test_acc``, ``cer``, ``gen_gap`` (last mega-batch),
+      ``mean_gen_gap``, ``ece``, ``n_test``, ``seconds``;
+    - ``corruptions`` / ``pgd`` / ``weight_noise`` when those probes are configured.
+
+    ``stage_callback(i, model)``, if given, sees the carried model at the start of every mega-batch
+    ``i`` (0-based) before the method acts (tests use it). Pure in ``config``: the global RNG is used only inside ``torch.random.fork_rng`` and every other
+    draw comes from generators seeded by ``seed`` (method randomness) or ``order_seed`` (the stream,
+    the test subset, label noise, the probes' corrupted images).
+    """
+    config = make_config(**config)
+    device = get_device(device)
+    t_start = time.perf_counter()
+    ds = load_data(config, device)
+    num_classes = int(ds.num_classes)
+    order_g = torch.Generator().manual_seed(int(config["order_seed"]))
+
+    n_pool = len(ds.x_train) if config["n_pool"] is None else min(int(config["n_pool"]), len(ds.x_train))
+    pool = torch.randperm(len(ds.x_train), generator=order_g)[:n_pool]
+    x_pool, y_pool = ds.x_train[pool.to(device)], ds.y_train[pool.to(device)]
+    if config["label_noise"] > 0:
+        noise_g = torch.Generator().manual_seed(int(config["order_seed"]) + 7919)
+        y_pool = corruptions.noisy_labels(y_pool.cpu(), config["label_noise"], num_classes,
+                                          noise_g).to(device)
+    n_test = len(ds.x_test) if config["n_test"] is None else min(int(config["n_test"]), len(ds.x_test))
+    test_pick = torch.randperm(len(ds.x_test), generator=order_g)[:n_test].to(device)
+    x_test, y_test = ds.x_test[test_pick], ds.y_test[test_pick]
+
+    # The pool is already in shuffled order, so the stream is cut in order.
+    stream = cut_stream(n_pool, config["n_megabatches"], config["val_fraction"])
+    buffer_g = torch.Generator().manual_seed(int(config["seed"]) * 7 + 3)
+    stages = replay_schedule(stream, config["replay"], config["buffer_size"],
+                             config["buffer_size_val"], buffer_g)
+
+    augment = _augment_fn(config)
+    val_transform = augment if config["val_augment"] else None
+    g = torch.Generator().manual_seed(int(config["seed"]))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(config["seed"]))
+        model = build_model(config, num_classes, in_channels=x_pool.shape[1]).to(device)
+
+    def new_optimizer():
+        return train.make_optimizer(model.parameters(), "sgd", config["lr"], config["momentum"],
+                                    config["weight_decay"])
+
+    optimizer = new_optimizer()
+    rows, epoch_frames = [], []
+    final = None
+    previous_train = None
+    cumulative_errors = 0
+    lr_start = config["lr"]
+    for i, (tr_idx, va_idx) in enumerate(stages):
+        tic = time.perf_counter()
+        n_reset = 0
+        if stage_callback is not None:
+            stage_callback(i, model)
+        if i > 0:
+            score = None
+            if config["method"] == "lure" and config["criterion"] in ("snip", "fisher"):
+                source = previous_train if config["score_data"] == "previous" else tr_idx
+                score = _score_batch(x_pool, y_pool, source, config["score_size"], augment, g)
+            n_reset = apply_method(model, config, score, g)
+            if config["method"] == "scratch" or not config["keep_optimizer_state"]:
+                optimizer = new_optimizer()
+            if not config["lr_reset"]:
+                lr_start = optimizer.param_groups[0]["lr"]
+        tr_dev, va_dev = tr_idx.to(device), va_idx.to(device)
+        model, records = train.train_iid(
+            model, x_pool[tr_dev], y_pool[tr_dev], x_pool[va_dev], y_pool[va_dev],
+            epochs=config["epochs"], batch_size=config["batch_size"], optimizer=optimizer,
+            lr=lr_start, lr_milestones=config["lr_milestones"], lr_gamma=config["lr_gamma"],
+            monitor="val_acc", restore_best=config["carry_best"], augment=augment,
+            val_transform=val_transform, generator=g, eval_batch_size=config["eval_batch_size"],
+            progress=progress,
+        )
+        records.insert(0, "megabatch", i + 1)
+        epoch_frames.append(records)
+        carried = records[records["best"]] if config["carry_best"] else records.iloc[[-1]]
+        carried = carried.iloc[-1]
+        final = _test_metrics(model, x_test, y_test, config["eval_batch_size"])
+        cumulative_errors += final["test_errors"]
+        rows.append({
+            "megabatch": i + 1, "n_train": len(tr_idx), "n_val": len(va_idx), "n_reset": n_reset,
+            "best_epoch": int(carried["epoch"]), "train_acc": float(carried["train_acc"]),
+            "val_acc": float(carried["val_acc"]),
+            "gen_gap": metrics.generalisation_gap(carried["train_acc"], carried["val_acc"]),
+            "test_acc": final["test_acc"], "test_errors": final["test_errors"],
+            "cer": cumulative_errors, "test_loss": final["test_loss"], "ece": final["ece"],
+            "lr_start": lr_start, "seconds": time.perf_counter() - tic,
+        })
+        previous_train = tr_idx
+
+    mb = pd.DataFrame(rows)
+    results: dict = {"megabatches": mb, "epochs": pd.concat(epoch_frames, ignore_index=True),
+                     "reliability": final["reliability"]}
+    results["summary"] = pd.DataFrame([{
+        "test_acc": float(mb["test_acc"].iloc[-1]),
+        "cer": int(mb["test_errors"].sum()),
+        "gen_gap": float(mb["gen_gap"].iloc[-1]),
+        "mean_gen_gap": float(mb["gen_gap"].mean()),
+        "ece": float(mb["ece"].iloc[-1]),
+        "n_test": n_test,
+        "seconds": time.perf_counter() - t_start,
+    }])
+
+    probe_seed = int(config["order_seed"])
+    names = list(config["corruptions"])
+    if names == ["all"]:
+        names = list(corruptions.CORRUPTIONS)
+    if names:
+        n = min(int(config["n_corruption"]), n_test)
+        results["corruptions"] = corruption_table(model, x_test[:n], y_test[:n], names,
+                                                  config["corruption_severities"],
+                                                  config["eval_batch_size"], probe_seed)
+    if config["pgd_eps"]:
+        n = min(int(config["n_pgd"]), n_test)
+        results["pgd"] = pgd_table(model, x_test[:n], y_test[:n], config["pgd_eps"],
+                                   config["pgd_steps"], seed=probe_seed)
+    if config["weight_noise"]:
+        n = int(config["n_weight_noise"])
+        sets = {"train": (x_pool[:n], y_pool[:n]), "test": (x_test[:n], y_test[:n])}
+        results["weight_noise"] = weight_noise_table(model, sets, config["weight_noise"],
+                                                     config["weight_noise_repeats"],
+                                                     config["eval_batch_size"], probe_seed)
+    results["summary"]["seconds"] = time.perf_counter() - t_start
+    return results
+
+
+__all__ = [
+    "METHODS",
+    "REPLAYS",
+    "DEFAULT_CONFIG",
+    "make_config",
+    "cut_stream",
+    "replay_schedule",
+    "load_data",
+    "build_model",
+    "apply_method",
+    "corruption_table",
+    "pgd_table",
+    "weight_noise_table",
+    "run_stream",
+]
