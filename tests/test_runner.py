@@ -4,6 +4,7 @@ tiny pure functions of their config."""
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -103,7 +104,7 @@ def test_every_registered_chapter_resolves_all_profiles_and_has_a_parameters_cel
         tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, f"{chapter.notebook} needs exactly one cell tagged 'parameters'"
         for name in ("profile", *chapter.params):
-            assert f"{name} =" in tagged[0].source, f"{chapter.notebook}: {name} missing"
+            assert re.search(rf"^{name}\s*=", tagged[0].source, re.M), f"{chapter.notebook}: {name} missing"
 
 
 def test_chapter_rejects_profiles_that_set_undeclared_parameters():

@@ -75,29 +75,31 @@ TOOLKIT = Chapter(
     description=(
         "Trains a small network on MNIST for several seeds, then applies each reset op of zaplib "
         "(zap, shrink & perturb, SNIP masked re-init, later-layer re-init, bias shift) to a copy, "
-        "measuring accuracy right after the reset and after a short retrain."
+        "measuring accuracy right after the reset and after a short retrain "
+        "(zaplib.experiments.toolkit)."
     ),
     params={
-        "seeds": (list[int], [0, 1, 2], "training seeds; one model per seed"),
+        "seeds": (list[int], [0, 1, 2], "training seeds; one network per seed"),
         "dataset": (str, "mnist", "dataset for zaplib.data.load", ("mnist", "fashion_mnist")),
-        "model": (str, "smallcnn", "network from zaplib.models.build_model", ("smallcnn", "mlp")),
-        "width": (int, 32, "channels of the SmallCNN (hidden units of the MLP)"),
-        "n_train": (int, 12000, "training images (the first n of the training set)"),
-        "n_test": (int, 5000, "test images (the first n of the test set)"),
-        "train_epochs": (int, 3, "epochs of the initial training"),
+        "model": (str, "small_cnn", "network (zaplib.models)", ("small_cnn", "mlp")),
+        "width": (int, 8, "channels of the SmallCNN's first conv (hidden units of the MLP)"),
+        "n_train": (int, 10000, "training images (the first n of the training set)"),
+        "n_test": (int, 2000, "test images (the first n of the test set)"),
+        "train_epochs": (int, 2, "epochs of the initial training"),
         "batch_size": (int, 128, "mini-batch size"),
         "lr": (float, 1e-3, "Adam learning rate, for the training and the retrain"),
-        "retrain_steps": (int, 50, "Adam steps of the short retrain after each reset"),
-        "zap_class": (int, 3, "the class whose head row is zapped in the one-class zap"),
-        "snip_keep": (float, 0.8, "fraction of weights SNIP keeps (LURE re-draws the rest)"),
-        "shrink_perturb": (tuple[float, ...], (0.4, 0.1), "shrink lambda, perturb p (Ash & Adams)"),
+        "retrain_steps": (int, 20, "Adam steps of the short retrain after each reset"),
+        "zap_class": (int, 3, "the class whose head row the one-class zap re-draws"),
+        "snip_keep": (float, 0.8, "fraction of all weights SNIP keeps (LURE re-draws the rest)"),
+        "shrink_perturb": (tuple[float, float], (0.4, 0.1), "shrink λ and perturb p (Ash & Adams)"),
+        "bias_shift": (float, 0.01, "what the bias reset adds to every bias"),
     },
     profiles={
-        "smoke": {"seeds": [0], "n_train": 2000, "n_test": 1000, "train_epochs": 1,
-                  "retrain_steps": 10, "width": 16},
+        "smoke": {"seeds": [0], "n_train": 2000, "n_test": 500, "train_epochs": 1,
+                  "retrain_steps": 5, "width": 4},
         "quick": {},
         "paper": {"seeds": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "n_train": 60000, "n_test": 10000,
-                  "train_epochs": 10, "retrain_steps": 200, "width": 64},
+                  "train_epochs": 10, "retrain_steps": 100, "width": 32},
     },
 )
 

@@ -412,16 +412,20 @@ class Store:
 
     ``root`` defaults to ``$ZAPLIB_RESULTS``, else ``<project>/results``; ``force`` defaults to
     ``$ZAPLIB_FORCE``. With ``force`` every config is recomputed once per Store object (a second
-    ``run`` of the same config in the same notebook reuses the fresh result)."""
+    ``run`` of the same config in the same notebook reuses the fresh result). ``profile`` is
+    recorded in the ``meta.json`` of the runs this store computes (a config's own ``profile`` key
+    wins); keep it out of configs so that equal settings reached from two profiles share runs."""
 
-    def __init__(self, root: str | os.PathLike | None = None, force: bool | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, force: bool | None = None,
+                 profile: str | None = None):
         root = root if root is not None else os.environ.get("ZAPLIB_RESULTS") or project_root() / "results"
         self.root = Path(root).resolve()
         self.force = bool(int(os.environ.get("ZAPLIB_FORCE", "0") or 0)) if force is None else force
+        self.profile = profile
         self._fresh: set[tuple[str, str]] = set()
 
     def __repr__(self):
-        return f"Store({str(self.root)!r}, force={self.force})"
+        return f"Store({str(self.root)!r}, force={self.force}, profile={self.profile!r})"
 
     def path(self, experiment: str, config: dict) -> Path:
         return self.root / experiment / config_hash(config)
@@ -481,7 +485,7 @@ class Store:
         files["values"] = "values.json"
         git_commit, git_dirty = _git_state()
         meta = {
-            "experiment": experiment, "config_hash": final.name, "profile": config.get("profile"),
+            "experiment": experiment, "config_hash": final.name, "profile": config.get("profile", self.profile),
             "git_commit": git_commit, "git_dirty": git_dirty, "zaplib_version": __version__,
             **(meta or {}), "files": files,
         }

@@ -1,0 +1,154 @@
+"""Chapter "A tour of the reset vocabulary" (``book/toolkit.ipynb``).
+
+One run = one seed: train a small network i.i.d., then apply each reset op of :mod:`zaplib.resets`
+to its own copy of the trained network and measure test accuracy right after the reset and after
+a short retrain. The ops, as *which entries* × *how they are re-drawn*:
+
+============== ============================================ =========================================
+op             which entries                                how (paper)
+============== ============================================ =========================================
+none           —                                            control: the same retrain, no reset
+zap_class      head row of ``zap_class``                    Kaiming-normal, row fan-in (Frati et al.
+                                                            2023, Alg. 1 line 7)
+zap_all        every head row                               the same, all rows (§2.1.1)
+reinit_later   the last two weighted layers                 the model's own init (later-layer
+                                                            forgetting, LURE §4 baselines)
+shrink_perturb every parameter                              θ ← λθ + p·θ_fresh (Ash & Adams 2020)
+snip_reinit    weights with the lowest SNIP saliency        kaiming_uniform(a=√5) (LURE §3, App.
+               (global, ``1 − snip_keep`` of all entries)   Alg. 1 lines 8–11)
+shift_biases   every bias                                   + ``bias_shift`` (negative pre-training
+                                                            paper §6)
+============== ============================================ =========================================
+
+The retrain is one epoch of Adam (a fresh optimiser, learning rate ``lr``) over the first
+``retrain_steps × batch_size`` training images, the same images for every op.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .. import data, get_device, metrics, models, resets, train
+
+EXPERIMENT = "toolkit"
+OPS = ("none", "zap_class", "zap_all", "reinit_later", "shrink_perturb", "snip_reinit", "shift_biases")
+SNIP_BATCH = 100  # LURE's code scores saliency on one batch of 100 images (reference notes)
+
+
+def configs(params: dict) -> list[dict]:
+    """One config per seed from the chapter's resolved parameters (``profile`` and ``seeds`` are
+    not part of a run's identity: equal settings reached from two profiles share stored runs)."""
+    shared = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()
+              if k not in ("profile", "seeds")}
+    return [{"seed": seed, **shared} for seed in params["seeds"]]
+
+
+def build(config: dict) -> nn.Module:
+    """The untrained network of ``config``, initialised from ``torch.manual_seed(seed)``."""
+    torch.manual_seed(config["seed"])
+    if config["model"] == "small_cnn":
+        return models.build_model("small_cnn", width=config["width"])
+    return models.build_model("mlp", hidden=(config["width"],))
+
+
+def later_layers(model: nn.Module, n: int = 2) -> list[str]:
+    """Names of the last ``n`` conv/linear layers (for SmallCNN and MLP: the hidden layer + head)."""
+    names = [name for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    return names[-n:]
+
+
+def apply_op(op: str, model: nn.Module, config: dict, snip_batch, generator: torch.Generator) -> int:
+    """Apply reset ``op`` in place; the number of entries it changed."""
+    if op == "none":
+        return 0
+    if op == "zap_class":
+        return resets.zap(model.head, [config["zap_class"]], generator=generator)
+    if op == "zap_all":
+        return resets.zap(model.head, None, generator=generator)
+    if op == "reinit_later":
+        return resets.reinit_layers(model, later_layers(model), generator=generator)
+    if op == "shrink_perturb":
+        shrink, perturb = config["shrink_perturb"]
+        return resets.shrink_perturb(model, shrink, perturb, form="fresh", generator=generator)
+    if op == "snip_reinit":
+        return resets.lure_reset(model, snip_batch, reset_fraction=1 - config["snip_keep"],
+                                 generator=generator)
+    if op == "shift_biases":
+        return resets.shift_biases(model, config["bias_shift"])
+    raise ValueError(f"unknown op {op!r}; ops: {OPS}")
+
+
+def run(config: dict) -> dict:
+    """Train one seed, then every op of :data:`OPS` on a copy. Returns the tables ``training``
+    (per epoch), ``resets`` (per op), ``per_class`` (per op × stage × class), ``zap_std`` and
+    ``snip`` (per tensor), and the tensor ``heads`` (trained head and two zapped versions)."""
+    device = get_device(config.get("device"))
+    ds = data.load(config["dataset"], device)
+    x_train, y_train = ds.x_train[: config["n_train"]], ds.y_train[: config["n_train"]]
+    x_test, y_test = ds.x_test[: config["n_test"]], ds.y_test[: config["n_test"]]
+    n_retrain = config["retrain_steps"] * config["batch_size"]
+    x_retrain, y_retrain = x_train[:n_retrain], y_train[:n_retrain]
+    snip_batch = (train.as_float(x_train[:SNIP_BATCH]), y_train[:SNIP_BATCH])
+    seed = config["seed"]
+
+    def gen(offset: int) -> torch.Generator:  # one independent stream per use, all from the seed
+        return torch.Generator().manual_seed(1000 * seed + offset)
+
+    model = build(config).to(device)
+    model, training = train.train_iid(model, x_train, y_train, epochs=config["train_epochs"],
+                                      batch_size=config["batch_size"], optimizer="adam",
+                                      lr=config["lr"], generator=gen(0))
+
+    def measure(net):
+        logits = train.predict_logits(net, x_test)
+        per_class = metrics.per_class_accuracy(logits, y_test, ds.num_classes)
+        return metrics.accuracy(logits, y_test), per_class
+
+    rows, per_class_rows = [], []
+    n_params = sum(p.numel() for p in model.parameters())
+    for i, op in enumerate(OPS, start=1):
+        net = copy.deepcopy(model)
+        changed = apply_op(op, net, config, snip_batch, gen(i))
+        acc_reset, pc_reset = measure(net)
+        train.train_iid(net, x_retrain, y_retrain, epochs=1, batch_size=config["batch_size"],
+                        optimizer="adam", lr=config["lr"], generator=gen(100 + i))
+        acc_retrained, pc_retrained = measure(net)
+        rows.append({"op": op, "entries_changed": changed, "fraction_changed": changed / n_params,
+                     "acc_after_reset": acc_reset, "acc_after_retrain": acc_retrained})
+        for stage, pc in (("after_reset", pc_reset), ("after_retrain", pc_retrained)):
+            per_class_rows += [{"op": op, "stage": stage, "class": c, "accuracy": a}
+                               for c, a in pc.items()]
+
+    # The zap's draw, and the official i.i.d. path's bug (fan-in of all k rows together).
+    heads = {"trained": model.head.weight.detach().cpu().clone()}
+    zap_rows = []
+    n_rows, fan_in = model.head.weight.shape
+    for j, mode in enumerate(("row", "official_bug")):
+        net = copy.deepcopy(model)
+        resets.zap(net.head, None, fan_in=mode, generator=gen(200 + j))
+        drawn = net.head.weight.detach().cpu().clone()
+        heads[mode] = drawn
+        fan = fan_in if mode == "row" else n_rows * fan_in
+        zap_rows.append({"fan_in_mode": mode, "rows": n_rows, "fan_in": fan,
+                         "std_expected": math.sqrt(2 / fan), "std_drawn": float(drawn.std()),
+                         "mean_drawn": float(drawn.mean()), "std_trained": float(heads["trained"].std())})
+
+    masks = resets.snip_mask(copy.deepcopy(model), snip_batch, keep=config["snip_keep"])
+    snip = pd.DataFrame([{"tensor": name, "entries": int(keep.numel()),
+                          "reset": int((~keep).sum()), "fraction_reset": float((~keep).float().mean())}
+                         for name, keep in masks.items()])
+
+    training.attrs = {}  # tidy frame only: attrs do not survive CSV
+    return {
+        "training": training,
+        "resets": pd.DataFrame(rows),
+        "per_class": pd.DataFrame(per_class_rows),
+        "zap_std": pd.DataFrame(zap_rows),
+        "snip": snip,
+        "heads": heads,
+        "n_params": n_params,
+    }
