@@ -324,7 +324,8 @@ def build_book(profile: str = DEFAULT_PROFILE, *, force: bool = False, scheduler
         site = root / "_build" / profile
         for name in BOOK_FILES:
             if (root / name).is_dir():
-                shutil.copytree(root / name, site / name, dirs_exist_ok=True)
+                shutil.rmtree(site / name, ignore_errors=True)  # no stale pages from older copies
+                shutil.copytree(root / name, site / name)
             elif (root / name).exists():
                 site.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(root / name, site / name)
