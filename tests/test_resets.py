@@ -336,6 +336,13 @@ def test_keep_mask_counts_and_ties_are_deterministic():
     assert resets.keep_mask({"a": torch.rand(7)}, keep=1.0)["a"].all()
     with pytest.raises(ValueError):
         resets.keep_mask(ties, keep=1.5)
+    many = {"a": torch.randint(0, 5, (300,)).float(), "b": torch.randint(0, 5, (7, 100)).float()}
+    flat = torch.cat([many["a"], many["b"].flatten()])
+    order = torch.sort(flat, descending=True, stable=True).indices  # reference: stable sort
+    want = torch.zeros(1000, dtype=torch.bool)
+    want[order[:630]] = True
+    got = resets.keep_mask(many, keep=0.63)
+    assert torch.equal(torch.cat([got["a"], got["b"].flatten()]), want)
 
 
 def test_kaiming_uniform_rule_gives_bn_scales_u_minus1_1(gen):
