@@ -366,6 +366,7 @@ def test_run_chapter_executes_in_place_with_resolved_parameters(tmp_path, monkey
                     "cwd": str(book), "force": "1", "results": str(tmp_path / "results")}
     executed = nbformat.read(path, as_version=4)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+    assert executed.metadata.papermill.output_path == "book/tiny.ipynb"  # no local or temporary path
     assert sorted(p.name for p in book.iterdir()) == ["tiny.ipynb"]  # no temporary left behind
     assert "ZAPLIB_FORCE" not in os.environ
 

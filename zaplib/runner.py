@@ -134,7 +134,7 @@ def coerce_value(value, tp):
         raise TypeError(f"unsupported parameter type {type_name(tp)}")
     if isinstance(value, str):
         text = value.strip().strip("[]()").strip()
-        value = [] if not text else [item for item in text.split(",")]
+        value = [] if not text else [item.strip() for item in text.split(",")]
     if not isinstance(value, (list, tuple)):
         raise ValueError(f"{value!r} is not a sequence")
     if origin is list or (len(args) == 2 and args[1] is Ellipsis):
@@ -302,8 +302,24 @@ def run_chapter(
             shutil.move(str(partial), failed)
             print(f"zaplib: chapter {chapter.name!r} failed; executed part in {failed}", file=sys.stderr)
         raise
+    _relative_papermill_paths(partial, notebook, target, root)
     os.replace(partial, target)
     return target
+
+
+def _relative_papermill_paths(partial: Path, notebook: Path, target: Path, root: Path):
+    """papermill records absolute input/output paths (here: the temporary file); record the
+    paths relative to the project instead, so committed notebooks do not carry local paths."""
+    import nbformat
+
+    executed = nbformat.read(partial, as_version=4)
+    record = executed.metadata.get("papermill", {})
+
+    def shown(path: Path) -> str:
+        return str(path.relative_to(root.resolve())) if path.is_relative_to(root.resolve()) else path.name
+
+    record["input_path"], record["output_path"] = shown(notebook), shown(target)
+    nbformat.write(executed, partial)
 
 
 BOOK_FILES = ("_config.yml", "_toc.yml", "book", "_static")
