@@ -1,0 +1,782 @@
+"""Learning paths: the negative pre-training effect and three ways to fix it.
+
+Implements the setting of *The Negative Pretraining Effect in Sequential Deep Learning and Three
+Ways to Fix It* (``shared/papers/negative-pretraining-effect.txt``; "the paper" below):
+
+* §3, Tab. 1: a **learning path** ``T = ((τ_1, ω_1), …, (τ_n, ω_n))`` is a sequence of (task,
+  learning process) pairs applied to one model in order. Here a :class:`Task` is a dataset plus a
+  transform at a level (blur factor k, contrast level, random-shift width a), a
+  :class:`LearningProcess` is the optimiser settings plus training to convergence with early
+  stopping on the task's validation split (max epochs, patience), and a :class:`Step` is one pair,
+  optionally preceded by a **bias reset** (§6: add 0.01 to every bias).
+* §4 (intervention A): learning rates on task 1 / task 2 — :func:`two_task_path`.
+* §5 (intervention B): discretising the change from source to target into N tasks, along one
+  transform (:func:`path_1d`) or two (:func:`path_2d`: "blur then contrast", "contrast then blur",
+  "diagonal", and the shift variants; Fig. 5 and its footnote 3).
+* §6 (intervention C): bias reset before task 1, task 2, both or neither — :func:`two_task_path`.
+* Appendix 8.3 statistics: per-layer weight and bias norms (:func:`layer_norms`), the fraction of
+  active ReLUs before and after each intervention (:func:`relu_activity`, forward hooks) and the
+  epochs to the best validation loss (``steps`` table).
+* §7 "why" probe: the training loss and a sharpness proxy along the way
+  (:func:`perturbed_loss_sharpness`, :func:`hessian_top_eigenvalue`).
+
+An experiment run is :func:`run_path`, a pure function of a plain JSON config (see
+:func:`path_config`) that returns tidy DataFrames for :class:`zaplib.runner.Store`. Paths that share
+a prefix (e.g. the blur phase of several learning-rate conditions) reuse it through an on-disk memo
+(:func:`prefix_cache_dir`): each step uses its own generator seeded from (seed, step index), and the
+model is built from the seed, so a prefix computed for one path is bit-for-bit the prefix of
+another. :func:`sweep_paths` first computes the shared prefixes, then every path.
+
+Choices the paper leaves open (listed in the chapter's faithfulness box):
+
+* every step starts a fresh optimiser (a new learning process ω_i; momentum is not carried over);
+* a fixed-length step is ``patience=None``; ``restore_best`` says whether a step ends with its best
+  validation checkpoint (early stopping) or its last weights;
+* transforms are applied in the order blur → contrast → shift; validation images of a task are
+  transformed once with a fixed generator, training batches on the fly.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import data, get_device, models, resets, train
+
+EXPERIMENT = "negative_pretraining"
+TRANSFORMS = ("blur", "contrast", "shift")
+ORDERS_2D = ("first_then_second", "second_then_first", "diagonal")
+CACHE_VERSION = 1
+
+
+# =============================================================================================
+# 1. Paths as data
+# =============================================================================================
+@dataclass(frozen=True)
+class Task:
+    """A supervised task τ (paper Def. 1): ``dataset`` seen through three transforms.
+
+    ``blur`` is the factor k of ``data.blur`` (down-sample to 1/k, back up; 1 = sharp),
+    ``contrast`` the level of ``data.contrast`` (0 = the 10% floor, 1 = the image), ``shift`` the
+    maximum width a in pixels of ``data.random_shift`` (0 = none). The target task is all identity.
+    """
+
+    dataset: str = "cifar10"
+    blur: float = 1.0
+    contrast: float = 1.0
+    shift: float = 0.0
+
+    @property
+    def is_identity(self) -> bool:
+        return self.blur == 1 and self.contrast == 1 and self.shift == 0
+
+    def label(self) -> str:
+        parts = []
+        if self.blur != 1:
+            parts.append(f"blur {self.blur:g}")
+        if self.contrast != 1:
+            parts.append(f"contrast {self.contrast:g}")
+        if self.shift != 0:
+            parts.append(f"shift {self.shift:g}")
+        return ", ".join(parts) or "clean"
+
+
+@dataclass(frozen=True)
+class LearningProcess:
+    """A learning process ω (paper Def. 2): SGD settings and the stopping rule.
+
+    Training runs at most ``max_epochs``; with ``patience`` it stops after that many epochs without
+    a lower validation loss (paper §3.1: 200 / 50; §5: 100 / 20); ``patience=None`` trains exactly
+    ``max_epochs`` (a fixed-length phase). ``restore_best`` ends the step with the best-validation
+    weights, otherwise with the last ones."""
+
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
+    max_epochs: int = 200
+    patience: int | None = 50
+    restore_best: bool = True
+    batch_size: int = 128
+    optimizer: str = "sgd"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One (task, learning process) pair; ``bias_shift`` is added to every bias just before it
+    (paper §6, "bias reset"; 0 = no reset)."""
+
+    task: Task
+    process: LearningProcess
+    bias_shift: float = 0.0
+
+
+def step_to_dict(step: Step) -> dict:
+    return asdict(step)
+
+
+def step_from_dict(d: dict) -> Step:
+    return Step(Task(**d["task"]), LearningProcess(**d["process"]), float(d.get("bias_shift", 0.0)))
+
+
+def level_at(kind: str, start: float, u: float) -> float:
+    """The level of transform ``kind`` a fraction ``u`` of the way from ``start`` (u=0) to the
+    identity (u=1).
+
+    Blur moves linearly in *resolution* 1/k (so N=3 from k=4 passes k=1.6, i.e. 1/k = 0.625), the
+    natural axis of "down-sample to 1/k"; contrast moves linearly in level; shift linearly in width
+    (``data.random_shift`` uses ⌊a⌋ pixels)."""
+    if not 0 <= u <= 1:
+        raise ValueError(f"u must be in [0, 1], got {u}")
+    if kind == "blur":
+        if start < 1:
+            raise ValueError(f"blur start must be >= 1, got {start}")
+        return float(1.0 / (1.0 / start + (1.0 - 1.0 / start) * u))
+    if kind == "contrast":
+        return float(start + (1.0 - start) * u)
+    if kind == "shift":
+        return float(start * (1.0 - u))
+    raise ValueError(f"unknown transform {kind!r}; choose from {TRANSFORMS}")
+
+
+def _task_at(dataset: str, levels: dict[str, float]) -> Task:
+    return Task(dataset=dataset, **{k: float(v) for k, v in levels.items()})
+
+
+def _processes(n: int, first: LearningProcess, rest: LearningProcess | None) -> list[LearningProcess]:
+    rest = first if rest is None else rest
+    return [first] + [rest] * (n - 1)
+
+
+def path_1d(kind: str, start: float, n: int, dataset: str = "cifar10", first: LearningProcess | None = None,
+            rest: LearningProcess | None = None) -> tuple[Step, ...]:
+    """A one-dimensional discretised path (paper §5, Fig. 4): ``n`` ≥ 2 tasks from ``kind`` at level
+    ``start`` to the clean target, evenly spaced in u (:func:`level_at`). ``n=2`` is the plain
+    "jump" source → target. ``first`` is the process of the first task, ``rest`` of the others."""
+    if n < 2:
+        raise ValueError(f"a path needs n >= 2 tasks, got {n}")
+    first = LearningProcess() if first is None else first
+    procs = _processes(n, first, rest)
+    us = np.linspace(0.0, 1.0, n)
+    return tuple(Step(_task_at(dataset, {kind: level_at(kind, start, float(u))}), p) for u, p in zip(us, procs))
+
+
+def _polyline_points(order: str, n: int) -> list[tuple[float, float]]:
+    """``n`` points evenly spaced by arc length on the path from (0, 0) (source) to (1, 1) (target)
+    in normalised coordinates (u_first, u_second)."""
+    if order == "diagonal":
+        corners = [(0.0, 0.0), (1.0, 1.0)]
+    elif order == "first_then_second":
+        corners = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0)]
+    elif order == "second_then_first":
+        corners = [(0.0, 0.0), (0.0, 1.0), (1.0, 1.0)]
+    else:
+        raise ValueError(f"unknown order {order!r}; choose from {ORDERS_2D}")
+    seg = [math.dist(a, b) for a, b in zip(corners, corners[1:])]
+    total = sum(seg)
+    points = []
+    for s in np.linspace(0.0, total, n):
+        for (a, b), length in zip(zip(corners, corners[1:]), seg):
+            if s <= length + 1e-12:
+                t = s / length
+                points.append((a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1])))
+                break
+            s -= length
+    return [(round(p, 12), round(q, 12)) for p, q in points]
+
+
+def path_2d(kinds: tuple[str, str], starts: tuple[float, float], order: str, n: int,
+            dataset: str = "cifar10", first: LearningProcess | None = None,
+            rest: LearningProcess | None = None) -> tuple[Step, ...]:
+    """A two-dimensional discretised path (paper §5, Fig. 5): both transforms start at their
+    ``starts`` and reach the identity. ``order``: ``"first_then_second"`` removes ``kinds[0]`` first
+    (e.g. "blur then contrast": unblur at low contrast, then raise the contrast; footnote 3),
+    ``"second_then_first"`` the other way round, ``"diagonal"`` both at once. The ``n`` tasks are
+    evenly spaced by arc length in normalised coordinates, so n=3 on a staircase visits its corner."""
+    if n < 2:
+        raise ValueError(f"a path needs n >= 2 tasks, got {n}")
+    if len(set(kinds)) != 2 or any(k not in TRANSFORMS for k in kinds):
+        raise ValueError(f"need two different transforms from {TRANSFORMS}, got {kinds}")
+    first = LearningProcess() if first is None else first
+    procs = _processes(n, first, rest)
+    steps = []
+    for (u0, u1), proc in zip(_polyline_points(order, n), procs):
+        levels = {kinds[0]: level_at(kinds[0], starts[0], u0), kinds[1]: level_at(kinds[1], starts[1], u1)}
+        steps.append(Step(_task_at(dataset, levels), proc))
+    return tuple(steps)
+
+
+def two_task_path(source: Task, first: LearningProcess, second: LearningProcess,
+                  bias_reset: tuple[bool, bool] = (False, False), bias_shift: float = 0.01,
+                  target: Task | None = None) -> tuple[Step, ...]:
+    """The two-task path of §4 and §6: ``source`` with ``first``, then the clean target with
+    ``second``; ``bias_reset[i]`` adds ``bias_shift`` to every bias before task i+1 (the paper's
+    [No, No], [No, Yes], [Yes, No], [Yes, Yes])."""
+    target = Task(dataset=source.dataset) if target is None else target
+    return (Step(source, first, bias_shift if bias_reset[0] else 0.0),
+            Step(target, second, bias_shift if bias_reset[1] else 0.0))
+
+
+def baseline_path(dataset: str, process: LearningProcess) -> tuple[Step, ...]:
+    """The baseline: the clean target task only, under the same budget rules (paper §3.1)."""
+    return (Step(Task(dataset=dataset), process),)
+
+
+def path_config(path: Sequence[Step], seed: int, data_cfg: dict, model_cfg: dict,
+                probes: dict | None = None) -> dict:
+    """The plain JSON config of one run of :func:`run_path`.
+
+    ``data_cfg``: ``dataset`` (for ``data.load``), ``n_train``, ``n_val`` (both drawn from the
+    training set by a permutation seeded with ``data_seed``), ``n_test`` (0 = the whole test set),
+    ``resolution`` (image side after area down-sampling; None = native). ``model_cfg``: ``name`` for
+    ``models.build_model`` plus its keyword arguments (channels and input size are filled in).
+    ``probes``: see :data:`DEFAULT_PROBES`."""
+    return {
+        "seed": int(seed),
+        "data": dict(data_cfg),
+        "model": dict(model_cfg),
+        "probes": {**DEFAULT_PROBES, **(probes or {})},
+        "path": [step_to_dict(s) for s in path],
+    }
+
+
+DEFAULT_PROBES = {
+    "n_probe": 256,            # images of the probe batch (activity, sharpness, Hessian)
+    "sharpness_sigma": 0.1,    # relative size of the random weight perturbation
+    "sharpness_draws": 2,      # antithetic perturbation pairs averaged per measurement
+    "probe_dense": 5,          # measure the sharpness proxy at the start of each of the first epochs ...
+    "probe_every": 5,          # ... then every k epochs (0 = only at the start and the end of a step)
+    "hessian_iters": 0,        # power-iteration steps for λ_max at each step's start and end (0 = off)
+}
+
+
+# =============================================================================================
+# 2. Data and transforms
+# =============================================================================================
+@dataclass
+class PathData:
+    """Device tensors of one data config: uint8 NCHW images, int64 labels."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+
+def _resample(x: torch.Tensor, side: int | None) -> torch.Tensor:
+    if side is None or side == x.shape[-1]:
+        return x
+    out = F.interpolate(x.float(), size=(side, side), mode="area")
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+@functools.lru_cache(maxsize=4)
+def _prepared(data_json: str, device: str) -> PathData:
+    cfg = json.loads(data_json)
+    ds = data.load(cfg["dataset"], device=device)
+    n_train, n_val = int(cfg["n_train"]), int(cfg["n_val"])
+    n_total = len(ds.y_train)
+    if n_train <= 0:
+        n_train = n_total - n_val
+    if n_train + n_val > n_total:
+        raise ValueError(f"n_train + n_val = {n_train + n_val} > {n_total} training images")
+    # The offline CIFAR-10 file is sorted by class: a seeded permutation, never "the first n".
+    gen = torch.Generator().manual_seed(int(cfg.get("data_seed", 0)))
+    order = torch.randperm(n_total, generator=gen).to(ds.y_train.device)
+    tr, va = order[:n_train], order[n_train:n_train + n_val]
+    n_test = int(cfg.get("n_test", 0)) or len(ds.y_test)
+    te = torch.randperm(len(ds.y_test), generator=gen)[:n_test].sort().values.to(ds.y_test.device)
+    side = cfg.get("resolution")
+    return PathData(_resample(ds.x_train[tr], side), ds.y_train[tr], _resample(ds.x_train[va], side),
+                    ds.y_train[va], _resample(ds.x_test[te], side), ds.y_test[te], ds.num_classes)
+
+
+def prepare_data(data_cfg: dict, device=None) -> PathData:
+    """The train / validation / test tensors of ``data_cfg`` (cached per process)."""
+    return _prepared(json.dumps(data_cfg, sort_keys=True), str(get_device(device)))
+
+
+def task_transform(task: Task):
+    """``fn(x_float, generator) -> x_float`` applying the task's transforms (blur → contrast →
+    shift) to a float batch in [0, 1], or None for the identity task."""
+    if task.is_identity:
+        return None
+
+    def transform(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if task.blur != 1:
+            x = data.blur(x, task.blur)
+        if task.contrast != 1:
+            x = data.contrast(x, task.contrast)
+        if task.shift != 0:
+            x = data.random_shift(x, task.shift, generator=generator)
+        return x
+
+    return transform
+
+
+def _transformed(x: torch.Tensor, task: Task, seed: int) -> torch.Tensor:
+    """``x`` (uint8) as floats under ``task``, random shifts drawn once from ``seed``."""
+    xf = train.as_float(x)
+    tf = task_transform(task)
+    return xf if tf is None else tf(xf, torch.Generator().manual_seed(seed))
+
+
+# =============================================================================================
+# 3. Statistics (appendix 8.3) and the "why" probes (§7)
+# =============================================================================================
+def layer_norms(model: nn.Module) -> pd.DataFrame:
+    """One row per parameter tensor: ``param, layer, kind`` (weight / bias), ``order`` (depth
+    index), ``numel``, L2 ``norm`` and ``rms`` = norm/√numel (appendix 8.3: bias and weight norms)."""
+    rows = []
+    for order, (name, p) in enumerate(model.named_parameters()):
+        layer, _, leaf = name.rpartition(".")
+        rows.append({"param": name, "layer": layer or name, "kind": "bias" if leaf == "bias" else "weight",
+                     "order": order, "numel": p.numel(), "norm": float(p.detach().norm()),
+                     "rms": float(p.detach().norm() / math.sqrt(p.numel()))})
+    return pd.DataFrame(rows)
+
+
+def relu_sites(model: nn.Module) -> dict[str, nn.Module]:
+    """Modules whose outputs are ReLU outputs or ReLU inputs, by name: every ``nn.ReLU``; for the
+    CIFAR ResNet (functional ReLUs), the stem BN and each block's ``bn1`` (ReLU inputs) and each
+    block's output (a ReLU output). A unit is active where this output is > 0."""
+    sites = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ReLU):
+            sites[name] = module
+        elif isinstance(module, models.BasicBlock):
+            sites[f"{name}.bn1"] = module.bn1
+            sites[name] = module
+    if isinstance(model, models.ResNet):
+        sites = {"bn1": model.bn1, **sites}
+    return sites
+
+
+@torch.no_grad()
+def relu_activity(model: nn.Module, x: torch.Tensor) -> pd.DataFrame:
+    """Fraction of active ReLUs on the float batch ``x`` (eval mode), via forward hooks on
+    :func:`relu_sites`: ``frac_active`` = share of (image, unit) entries > 0; ``frac_dead`` = share
+    of channels (features, for flat layers) that are > 0 for no image and no position."""
+    stats, handles = {}, []
+
+    def hook(name):
+        def record(_module, _inputs, output):
+            active = output > 0
+            per_channel = active.transpose(0, 1).flatten(1).any(1) if active.dim() > 1 else active
+            stats[name] = (float(active.float().mean()), float(1 - per_channel.float().mean()))
+        return record
+
+    for name, module in relu_sites(model).items():
+        handles.append(module.register_forward_hook(hook(name)))
+    was_training = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return pd.DataFrame([{"site": k, "order": i, "frac_active": v[0], "frac_dead": v[1]}
+                         for i, (k, v) in enumerate(stats.items())])
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def perturbed_loss_sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.1,
+                             draws: int = 3, generator: torch.Generator | None = None) -> tuple[float, float]:
+    """A sharpness proxy: the mean curvature-driven loss increase on ``(x, y)`` under random
+    weight perturbations ε whose entries have standard deviation ``sigma``·rms(θ_l) for each
+    parameter tensor θ_l (layer-relative, in the spirit of the perturbation sharpness measures of
+    Jiang et al. 2019, cited in the paper's §7). Antithetic pairs, [L(θ+ε) + L(θ−ε)]/2 − L(θ), cancel
+    the first-order (gradient) term, so the proxy ≈ ½ εᵀHε stays meaningful away from a minimum.
+    Returns ``(loss, mean increase)``; eval mode, weights restored exactly."""
+    with _eval_mode(model):
+        base = float(F.cross_entropy(model(x), y))
+        params = list(model.parameters())
+        saved = [p.detach().clone() for p in params]
+        increases = []
+        try:
+            for _ in range(draws):
+                noise = [sigma * float(s.norm()) / math.sqrt(s.numel())
+                         * torch.randn(s.shape, generator=generator, dtype=s.dtype).to(s.device) for s in saved]
+                pair = []
+                for sign in (1.0, -1.0):
+                    for p, s, e in zip(params, saved, noise):
+                        p.copy_(s + sign * e)
+                    pair.append(float(F.cross_entropy(model(x), y)))
+                increases.append(0.5 * (pair[0] + pair[1]) - base)
+        finally:
+            for p, s in zip(params, saved):
+                p.copy_(s)
+    return base, float(np.mean(increases))
+
+
+def hessian_top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iters: int = 10,
+                           generator: torch.Generator | None = None) -> float:
+    """Largest-magnitude eigenvalue of the Hessian of the loss on ``(x, y)`` w.r.t. all parameters,
+    by power iteration on Hessian-vector products (``torch.func``: forward-over-reverse ``jvp`` of
+    ``grad``); eval mode, so BN uses its running statistics and nothing is updated. Returns the
+    Rayleigh quotient after ``iters`` products (the paper's §4/§7 link to "a Hessian with lower
+    maximal eigenvalue")."""
+    from torch.func import functional_call, grad, jvp
+
+    with _eval_mode(model):
+        params = {k: v.detach() for k, v in model.named_parameters()}
+        buffers = {k: v.detach() for k, v in model.named_buffers()}
+
+        def loss(p):
+            return F.cross_entropy(functional_call(model, (p, buffers), (x,)), y)
+
+        def normalised(v):
+            norm = torch.sqrt(sum((t * t).sum() for t in v.values()))
+            return {k: t / norm for k, t in v.items()}
+
+        v = normalised({k: torch.randn(t.shape, generator=generator, dtype=t.dtype).to(t.device)
+                        for k, t in params.items()})
+        eig = float("nan")
+        for _ in range(max(1, iters)):
+            hv = jvp(grad(loss), (params,), (v,))[1]
+            eig = float(sum((hv[k] * v[k]).sum() for k in v))
+            v = normalised(hv)
+    return eig
+
+
+# =============================================================================================
+# 4. One run: a path for one seed
+# =============================================================================================
+def prefix_cache_dir() -> Path | None:
+    """Where :func:`run_path` memoises path prefixes: ``$ZAPLIB_PATHS_CACHE`` ("" or "off"
+    disables it), else ``~/.cache/zaplib/paths``."""
+    value = os.environ.get("ZAPLIB_PATHS_CACHE")
+    if value is not None and value.strip().lower() in ("", "off", "0", "none"):
+        return None
+    return Path(value) if value else Path.home() / ".cache" / "zaplib" / "paths"
+
+
+def _prefix_key(config: dict, n_steps: int, device: torch.device) -> str:
+    payload = {k: config[k] for k in ("seed", "data", "model", "probes")}
+    payload.update(path=config["path"][:n_steps], device=device.type, version=CACHE_VERSION)
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def build_path_model(model_cfg: dict, in_channels: int, side: int, num_classes: int, seed: int) -> nn.Module:
+    """``models.build_model`` from ``model_cfg``, initialised from ``seed`` (PyTorch default init,
+    paper appendix 8.2), with channels / input size / classes filled in."""
+    kw = {k: v for k, v in model_cfg.items() if k != "name"}
+    name = model_cfg["name"]
+    kw.setdefault("num_classes", num_classes)
+    if name == "small_cnn":
+        kw.update(in_channels=in_channels, input_size=side)
+    elif name == "resnet18":
+        kw["in_channels"] = in_channels
+        if in_channels != 3:  # the CIFAR mean/std of the ResNet's built-in normalisation need 3 channels
+            kw.setdefault("normalize", False)
+    torch.manual_seed(seed)
+    return models.build_model(name, **kw)
+
+
+def _step_generator(seed: int, index: int) -> torch.Generator:
+    return torch.Generator().manual_seed(1_000_003 * (seed + 1) + 7919 * index)
+
+
+def _run_step(model: nn.Module, step: Step, index: int, d: PathData, seed: int, probes: dict,
+              device: torch.device) -> dict[str, pd.DataFrame]:
+    """Apply one (task, process) pair, with its bias reset, to ``model`` in place."""
+    gen = _step_generator(seed, index)
+    probe_gen = torch.Generator().manual_seed(seed * 7 + index)
+    n_probe = int(probes["n_probe"])
+    x_probe = _transformed(d.x_train[:n_probe], step.task, seed + 11 * index).to(device)
+    y_probe = d.y_train[:n_probe]
+    x_val = _transformed(d.x_val, step.task, seed + 13 * index)
+    norms, activity, sharp = [], [], []
+
+    def snapshot(moment):
+        norms.append(layer_norms(model).assign(step=index, moment=moment))
+        activity.append(relu_activity(model, x_probe).assign(step=index, moment=moment))
+
+    def probe(epoch):
+        loss, increase = perturbed_loss_sharpness(model, x_probe, y_probe, probes["sharpness_sigma"],
+                                                  int(probes["sharpness_draws"]), probe_gen)
+        sharp.append({"step": index, "epoch": epoch, "probe_loss": loss, "sharpness": increase, "final": False})
+
+    snapshot("start")
+    shifted = 0
+    if step.bias_shift:
+        shifted = resets.shift_biases(model, step.bias_shift)
+        snapshot("after_bias_reset")
+    hessian = {}
+    if probes.get("hessian_iters"):
+        hessian["hessian_start"] = hessian_top_eigenvalue(model, x_probe, y_probe, int(probes["hessian_iters"]),
+                                                          torch.Generator().manual_seed(seed + index))
+    every, dense = int(probes.get("probe_every", 5)), int(probes.get("probe_dense", 5))
+
+    def callback(epoch, _model):
+        # the "large-update phase" is the start of a step: probe it densely, the rest sparsely
+        if epoch <= dense or (every and epoch % every == 0):
+            probe(epoch)
+
+    p = step.process
+    _, records = train.train_iid(
+        model, d.x_train, d.y_train, x_val, d.y_val, epochs=p.max_epochs, batch_size=p.batch_size,
+        optimizer=p.optimizer, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay,
+        patience=p.patience, restore_best=p.restore_best, augment=task_transform(step.task),
+        generator=gen, epoch_callback=callback,
+    )
+    ran = int(records["epoch"].max()) if len(records) else 0
+    probe(ran)  # the state that leaves the step (best checkpoint when restored)
+    sharp[-1]["epoch"] = ran
+    sharp[-1]["final"] = True
+    snapshot("end")
+    if probes.get("hessian_iters"):
+        hessian["hessian_end"] = hessian_top_eigenvalue(model, x_probe, y_probe, int(probes["hessian_iters"]),
+                                                        torch.Generator().manual_seed(seed + index))
+    test = train.evaluate(model, d.x_test, d.y_test)
+    best_epoch = records.attrs.get("best_epoch")
+    best_row = records[records["epoch"] == best_epoch] if best_epoch is not None else records.iloc[[]]
+    step_row = {
+        "step": index, **{f"task_{k}": v for k, v in asdict(step.task).items()},
+        **{f"process_{k}": v for k, v in asdict(step.process).items()},
+        "bias_shift": step.bias_shift, "entries_shifted": shifted, "epochs_run": ran,
+        "best_epoch": best_epoch if best_epoch is not None else np.nan,
+        "best_val_loss": float(best_row["val_loss"].iloc[0]) if len(best_row) else np.nan,
+        "train_loss_at_best": float(best_row["train_loss"].iloc[0]) if len(best_row) else np.nan,
+        "last_train_loss": float(records["train_loss"].iloc[-1]) if len(records) else np.nan,
+        "test_loss_clean": test["loss"], "test_acc_clean": test["acc"], **hessian,
+    }
+    return {
+        "steps": pd.DataFrame([step_row]),
+        "records": records.assign(step=index),
+        "probes": pd.DataFrame(sharp),
+        "norms": pd.concat(norms, ignore_index=True),
+        "activity": pd.concat(activity, ignore_index=True),
+    }
+
+
+def _load_prefix(cache: Path | None, key: str):
+    if cache is None or not (cache / f"{key}.pt").exists():
+        return None
+    try:
+        return torch.load(cache / f"{key}.pt", map_location="cpu", weights_only=False)
+    except Exception:  # a damaged memo is only a missed shortcut
+        return None
+
+
+def _save_prefix(cache: Path | None, key: str, state: dict, frames: dict) -> None:
+    if cache is None:
+        return
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cache / f".{key}.{os.getpid()}.tmp"
+        torch.save({"state": state, "frames": {k: v.to_dict("list") for k, v in frames.items()}}, tmp)
+        os.replace(tmp, cache / f"{key}.pt")
+    except OSError:
+        pass
+
+
+def run_path(config: dict) -> dict[str, pd.DataFrame]:
+    """Follow the learning path of ``config`` (:func:`path_config`) from a fresh model and return
+    tidy tables (one run of the sequential learning process Ω, paper Def. 3):
+
+    * ``final``: one row — test loss / accuracy of the final model on the clean test set (the
+      paper's y-axis), total epochs, epochs to the best validation loss of the last task;
+    * ``steps``: one row per step (its task and process, epochs run, best epoch, best validation
+      loss, clean test loss after the step, entries changed by the bias reset, optional λ_max);
+    * ``records``: one row per epoch and step (train / validation loss and accuracy);
+    * ``probes``: training-batch loss and the sharpness proxy at the start of every epoch;
+    * ``norms``, ``activity``: appendix statistics at each step's start, after its bias reset and
+      at its end."""
+    return _follow(config, memoise_end=False)
+
+
+def _follow(config: dict, memoise_end: bool) -> dict[str, pd.DataFrame]:
+    device = get_device()
+    path = [step_from_dict(s) for s in config["path"]]
+    if not path:
+        raise ValueError("a learning path needs at least one step")
+    seed, probes = int(config["seed"]), {**DEFAULT_PROBES, **config.get("probes", {})}
+    d = prepare_data(config["data"], device)
+    model = build_path_model(config["model"], d.x_train.shape[1], d.x_train.shape[-1], d.num_classes, seed).to(device)
+    cache = prefix_cache_dir()
+    frames: dict[str, list[pd.DataFrame]] = {}
+    start = 0
+    for n in range(len(path), 0, -1):  # the longest memoised prefix
+        hit = _load_prefix(cache, _prefix_key(config, n, device))
+        if hit is not None:
+            model.load_state_dict(hit["state"])
+            frames = {k: [pd.DataFrame(v)] for k, v in hit["frames"].items()}
+            start = n
+            break
+    for index in range(start, len(path)):
+        out = _run_step(model, path[index], index, d, seed, probes, device)
+        for k, v in out.items():
+            frames.setdefault(k, []).append(v)
+        frames = {k: [pd.concat(v, ignore_index=True)] for k, v in frames.items()}
+        if index < len(path) - 1 or memoise_end:  # a complete path lives in the results store
+            _save_prefix(cache, _prefix_key(config, index + 1, device),
+                         {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                         {k: v[0] for k, v in frames.items()})
+    tables = {k: v[0] for k, v in frames.items()}
+    test = train.evaluate(model, d.x_test, d.y_test)
+    last = tables["steps"].iloc[-1]
+    tables["final"] = pd.DataFrame([{
+        "seed": seed, "n_steps": len(path), "test_loss": test["loss"], "test_acc": test["acc"],
+        "total_epochs": int(tables["steps"]["epochs_run"].sum()),
+        "last_best_epoch": last["best_epoch"], "last_epochs_run": int(last["epochs_run"]),
+        "last_train_loss_at_best": last["train_loss_at_best"],
+    }])
+    return tables
+
+
+def shared_prefixes(configs: Iterable[dict]) -> list[dict]:
+    """Configs truncated to every proper prefix that at least two of ``configs`` share, shortest
+    first (so :func:`sweep_paths` can compute each once before the paths that continue it)."""
+    configs = list(configs)
+    count: dict[str, list] = {}
+    for c in configs:
+        for n in range(1, len(c["path"])):
+            key = _prefix_key(c, n, torch.device("cpu"))
+            count.setdefault(key, [0, n, c])[0] += 1
+    chosen = sorted((v for v in count.values() if v[0] >= 2), key=lambda v: v[1])
+    return [{**v[2], "path": v[2]["path"][:v[1]]} for v in chosen]
+
+
+def sweep_paths(configs: Sequence[dict], store=None, executor=None, progress: bool = True) -> list:
+    """Run every config through :func:`zaplib.runner.sweep` (results in ``store`` under
+    ``negative_pretraining``), first computing the prefixes shared by several paths into the memo
+    so parallel workers do not each recompute them. Returns the stored runs in order."""
+    from . import runner
+
+    configs = [json.loads(runner.canonical_json(c)) for c in configs]
+    todo = configs if store is None else [c for c in configs if store.needs_run(EXPERIMENT, c)]
+    cache = prefix_cache_dir()
+    if cache is not None and todo:
+        warm = [p for p in shared_prefixes(todo)
+                if _load_prefix(cache, _prefix_key(p, len(p["path"]), get_device())) is None]
+        if warm:
+            runner.sweep(memoise_path, warm, executor=executor, progress=progress)
+    return runner.sweep(run_path, configs, executor=executor, store=store, experiment=EXPERIMENT,
+                        progress=progress)
+
+
+def memoise_path(config: dict) -> dict:
+    """Follow ``config``'s path and memoise its end state as a prefix (for :func:`sweep_paths`);
+    returns an empty result."""
+    _follow(config, memoise_end=True)
+    return {}
+
+
+# =============================================================================================
+# 5. The chapter's plan: every condition of the three interventions as configs
+# =============================================================================================
+def _processes_from(p: dict) -> dict[str, LearningProcess]:
+    common = dict(momentum=p["momentum"], weight_decay=p["weight_decay"], batch_size=p["batch_size"])
+    main = LearningProcess(lr=p["lr"], max_epochs=p["max_epochs"], patience=p["patience"], **common)
+    disc = replace(main, max_epochs=p["disc_max_epochs"], patience=p["disc_patience"])
+
+    def first(proc: LearningProcess, lr: float | None = None) -> LearningProcess:
+        proc = proc if lr is None else replace(proc, lr=lr)
+        if p["first_epochs"] > 0:  # a fixed-length first task ending with its last weights
+            return replace(proc, max_epochs=p["first_epochs"], patience=None, restore_best=False)
+        return proc
+
+    return {"main": main, "disc": disc, "first": first}
+
+
+def chapter_plan(p: dict) -> pd.DataFrame:
+    """Every condition of the chapter as rows ``dataset, group, condition, x, seed, config``.
+
+    ``p`` holds the chapter's parameters (see ``zaplib.chapters``). Groups: ``baseline`` (clean
+    target only); ``A`` learning rates on task 1 → task 2 (constant at lr·f and lr → lr·f for each
+    factor f of ``lr_factors``, plus lr → lr); ``C`` bias reset before task 1 / task 2
+    (``bias_shift``); ``B-blur`` / ``B-contrast`` / ``B-shift`` 1-D paths with N in ``n_steps``;
+    ``B2-<a>+<b>-<order>`` 2-D paths with N in ``n_steps_2d``; ``control`` (own addition) clean →
+    clean with task 1's process, separating "a long first phase" from "a blurred first phase".
+    Identical configs in several groups run once (the store keys them by content)."""
+    procs = _processes_from(p)
+    main, disc, first = procs["main"], procs["disc"], procs["first"]
+    data_of = lambda ds: {"dataset": ds, "n_train": p["n_train"], "n_val": p["n_val"], "n_test": p["n_test"],
+                          "resolution": p["resolution"] or None, "data_seed": 0}
+    model_cfg = {"name": p["model"], "width": p["width"]}
+    if p["model"] == "small_cnn":
+        model_cfg["hidden"] = p["hidden"]
+    probes = {"n_probe": p["n_probe"], "sharpness_sigma": p["sharpness_sigma"], "hessian_iters": p["hessian_iters"]}
+    starts = {"blur": p["blur_k"], "contrast": p["contrast_start"], "shift": p["shift_start"]}
+    rows = []
+
+    def add(ds, group, condition, x, path, seeds):
+        for seed in seeds:
+            rows.append({"dataset": ds, "group": group, "condition": condition, "x": x, "seed": seed,
+                         "config": path_config(path, seed, data_of(ds), model_cfg, probes)})
+
+    lr = p["lr"]
+    for ds in p["datasets"]:
+        blurred = Task(ds, blur=p["blur_k"])
+        add(ds, "baseline", "clean only", 0, baseline_path(ds, main), p["seeds"])
+        add(ds, "A", f"{lr:g} → {lr:g}", 0, two_task_path(blurred, first(main), main), p["seeds"])
+        for i, f in enumerate(p["lr_factors"]):
+            other = lr * f
+            add(ds, "A", f"{lr:g} → {other:g}", 2 * i + 1,
+                two_task_path(blurred, first(main), replace(main, lr=other)), p["seeds"])
+            add(ds, "A", f"{other:g} → {other:g}", 2 * i + 2,
+                two_task_path(blurred, first(main, other), replace(main, lr=other)), p["seeds"])
+        for i, (b1, b2) in enumerate(((False, False), (False, True), (True, False), (True, True))):
+            add(ds, "C", f"[{'Yes' if b1 else 'No'}, {'Yes' if b2 else 'No'}]", i,
+                two_task_path(blurred, first(main), main, (b1, b2), p["bias_shift"]), p["seeds"])
+        if p["control"]:
+            add(ds, "control", "clean → clean", 0, two_task_path(Task(ds), first(main), main), p["seeds"])
+        for kind in TRANSFORMS:
+            seeds = p["seeds"] if kind == "blur" else p["disc_seeds"]
+            for n in p["n_steps"]:
+                add(ds, f"B-{kind}", f"N={n}", n, path_1d(kind, starts[kind], n, ds, first(disc), disc), seeds)
+        for pair in p["paths_2d"]:
+            a, b = pair.split("+")
+            for order in ORDERS_2D:
+                for n in p["n_steps_2d"]:
+                    add(ds, f"B2-{pair}-{order}", f"N={n}", n,
+                        path_2d((a, b), (starts[a], starts[b]), order, n, ds, first(disc), disc), p["disc_seeds"])
+    return pd.DataFrame(rows)
+
+
+def order_label(pair: str, order: str) -> str:
+    """'blur+contrast', 'first_then_second' -> 'blur then contrast' (the paper's subplot titles)."""
+    a, b = pair.split("+")
+    return {"first_then_second": f"{a} then {b}", "second_then_first": f"{b} then {a}",
+            "diagonal": "diagonal"}[order]
+
+
+def plan_results(plan: pd.DataFrame, store, table: str) -> pd.DataFrame:
+    """Table ``table`` of every stored run of ``plan``, with the plan's ``dataset, group, condition,
+    x, seed`` columns (a run used by several conditions appears once per condition)."""
+    frames = []
+    for row in plan.itertuples(index=False):
+        run = store.load(EXPERIMENT, row.config)
+        frame = run[table].copy()
+        for col in ("dataset", "group", "condition", "x", "seed"):
+            frame[col] = getattr(row, col)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
