@@ -184,14 +184,15 @@ def test_augment_receives_generator(gen):
 @pytest.mark.parametrize("make_model", [instnorm_convnet, mlp], ids=["instnorm_convnet", "mlp"])
 @pytest.mark.parametrize("opt_name", ["adam", "sgd"])
 @pytest.mark.parametrize("shared_batch", [False, True], ids=["per_model_batch", "shared_batch"])
-def test_stacked_steps_equal_separate_runs(make_model, opt_name, shared_batch):
+@pytest.mark.parametrize("grad_mode", ["func", "autograd"])
+def test_stacked_steps_equal_separate_runs(make_model, opt_name, shared_batch, grad_mode):
     torch.manual_seed(1)
     models = [make_model() for _ in range(S)]
     separate = [copy.deepcopy(m) for m in models]
     kw = dict(OPTIMISERS[opt_name])
     name = kw.pop("optimizer")
     optimisers = [make_optimizer(m.parameters(), name, **kw) for m in separate]
-    stacked = StackedModels(models, name, **kw)
+    stacked = StackedModels(models, name, grad_mode=grad_mode, **kw)
     g = torch.Generator().manual_seed(0)
     for _ in range(6):
         shape = (16,) if shared_batch else (S, 16)
@@ -240,6 +241,20 @@ def test_stacked_batchnorm_running_stats_match_separate_runs():
     for s in range(S):
         with torch.no_grad():
             assert torch.allclose(logits[s], separate[s].eval()(x_eval), atol=1e-5)
+
+
+@pytest.mark.parametrize("grad_mode", ["func", "autograd"])
+def test_stacked_frozen_parameters_stay_frozen(grad_mode):
+    torch.manual_seed(5)
+    models = [mlp() for _ in range(S)]
+    for m in models:
+        m[1].requires_grad_(False)  # frozen body, trainable head (a linear probe)
+    stacked = StackedModels(models, "adam", lr=1e-2, grad_mode=grad_mode)
+    body, head = stacked.params["1.weight"].clone(), stacked.params["3.weight"].clone()
+    stacked.step(torch.rand(S, 8, 1, 14, 14), torch.randint(0, NUM_CLASSES, (S, 8)))
+    assert torch.equal(stacked.params["1.weight"], body)
+    assert not torch.equal(stacked.params["3.weight"], head)
+    assert all(p.requires_grad for group in stacked.optimizer.param_groups for p in group["params"])
 
 
 def test_for_each_model_resets_keep_optimizer_state():

@@ -1,10 +1,11 @@
 """Metrics and statistics used across the book.
 
 * accuracy, per-class accuracy;
-* LURE's (Ramkumar et al. 2023, §5 "Metrics") cumulative error CER = sum over mega-batches of the
-  number of misclassified test images, and the generalisation gap = train acc − validation acc;
-* expected calibration error with reliability-diagram data (Guo et al. 2017, eq. 3; 15 equal-width
-  bins; LURE reports ECE but its code has none, so this is ours);
+* LURE's (Ramkumar et al. 2023, §4 "Metrics", eq. 4) cumulative error CER = sum over mega-batches
+  of the number of misclassified test images, and the generalisation gap = train acc − validation
+  acc;
+* expected calibration error with reliability-diagram data (LURE §7.1; Naeini et al. 2015,
+  Guo et al. 2017 eq. 3; 15 equal-width bins; LURE's code has none, so this is ours);
 * local input sensitivity E_x ‖∂f/∂x‖_F (the mutually-frozen-weights chapter);
 * confidence intervals (t-interval, bootstrap) and the Mann–Whitney U test, from ``scipy.stats``.
 

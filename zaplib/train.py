@@ -3,19 +3,23 @@
 * :func:`train_iid` trains one model on device-resident tensors (no DataLoader): a seeded
   permutation per epoch, batches converted to float on the fly, optional batched augmentation, an
   ``epoch_callback`` hook at the start of every epoch (zapping i.i.d. pre-training, *Reset It and
-  Forget It* §3: zap at the start of every k-th epoch except the first), an optional step-wise
-  learning-rate schedule (LURE, Ramkumar et al. 2023, §4: SGD 0.1, ×0.1 at epochs 20 and 40) and
-  early stopping on the validation split (negative pre-training paper, §3: max epochs + patience)
-  that restores the best-validation checkpoint (LURE keeps the best-validation checkpoint of each
-  mega-batch).
+  Forget It* §2.1.1: classes zapped "at a configurable cadence"; the official code zaps at the
+  start of every k-th epoch except the first), an optional step-wise learning-rate schedule (LURE,
+  appendix "Implementation Details": SGD 0.1, decayed at epochs 20 and 40) and early stopping on
+  the validation split (negative pre-training paper §3.1: max 200 epochs, patience 50) that
+  restores the best-validation checkpoint (LURE's code starts each mega-batch from the previous
+  one's best-validation checkpoint, reference notes).
 * :class:`StackedModels` holds S copies of one architecture as stacked tensors
   (``torch.func.stack_module_state``) and runs them as one model with ``vmap(functional_call)``.
   Each model sees its own batch (``x`` of shape ``(S, B, ...)``) or a shared one (``(B, ...)``).
-  Gradients come from ordinary autograd on the *sum* of the S per-model losses: model s's
+  Gradients come from ordinary autograd on the *sum* of the S per-model losses (default; model s's
   parameters appear only in loss s, so the gradient of the sum w.r.t. slice s is exactly the
-  gradient of loss s. The optimiser is a plain ``torch.optim`` SGD/Adam over the stacked tensors;
-  both are elementwise (and all S slices share one step count), so this is the same update as S
-  separate optimisers — ``tests/test_train.py`` checks it to 1e-5.
+  gradient of loss s) or from ``vmap(torch.func.grad_and_value(loss))``. The optimiser is a plain
+  ``torch.optim`` SGD/Adam over the stacked tensors; both are elementwise (and all S slices share
+  one step count), so this is the same update as S separate optimisers — ``tests/test_train.py``
+  checks it to 1e-5 (float32) and 1e-10 (float64). On a 2-core CPU this is *not* faster than S
+  separate loops for convnets (see ``benchmarks/bench_core.py``); it pays off where steps are
+  dispatch-bound (GPUs, tiny models).
 * :func:`train_iid_stacked` is :func:`train_iid` for S seeds in lock-step. Each model keeps its own
   generator (batch order and augmentation), its own early-stopping state and its own best
   checkpoint, so its result matches a separate :func:`train_iid` run with that generator.
@@ -66,17 +70,27 @@ def make_optimizer(
     lr: float = 1e-3,
     momentum: float = 0.9,
     weight_decay: float = 0.0,
+    fused: bool | None = None,
 ) -> torch.optim.Optimizer:
     """``torch.optim.Adam`` or ``SGD`` (with ``momentum``) over ``params``.
 
     ``weight_decay`` is the classic L2 term added to the gradient (PyTorch's ``weight_decay``),
     as in the LURE code (SGD, wd 1e-4) and the negative pre-training paper (SGD, wd 1e-3).
+    ``fused=None`` uses PyTorch's fused kernel when every parameter is a floating-point tensor on
+    the CPU or a CUDA device: one pass over memory per tensor instead of ~10 elementwise passes
+    (on these CPUs 3–6× faster for a 1000-way head; same update rule).
     """
+    params = list(params)
+    tensors = [p for p in params if isinstance(p, torch.Tensor)] or [
+        p for group in params if isinstance(group, dict) for p in group["params"]
+    ]
+    if fused is None:
+        fused = bool(tensors) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors)
     name = optimizer.lower()
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused or None)
     raise ValueError(f"optimizer must be 'adam' or 'sgd' (or a torch.optim.Optimizer), got {optimizer!r}")
 
 
@@ -297,6 +311,16 @@ class StackedModels:
     Batches: ``x`` of shape ``(S, B, ...)`` with ``y`` of shape ``(S, B)`` gives every model its own
     batch; ``x`` of shape ``(B, ...)`` with ``y`` of shape ``(B,)`` is shared by all models.
 
+    Gradients (``grad_mode``): ``"autograd"`` (default) runs ordinary autograd on the sum of the S
+    losses (model s's parameters appear only in loss s, so each slice gets exactly its own
+    gradient); tensor hooks registered on the stacked parameters (``p.register_hook``, e.g. a
+    per-model weight decay) fire in this mode only. ``"func"`` vmaps ``torch.func.grad_and_value``
+    of each model's loss, so the backward pass is vmapped too, and assigns ``p.grad`` directly.
+    Both give the same gradients; their speeds are compared in ``benchmarks/bench_core.py``.
+    Parameters with ``requires_grad=False`` (frozen in every model)
+    are neither differentiated nor updated; ``loss_fn(logits, y)`` must return the batch mean
+    (``"autograd"`` mode and :meth:`losses` also call it with ``reduction="none"``).
+
     To apply per-model ops (resets) use :meth:`for_each_model`, or :meth:`unstack` /
     :meth:`restack`: they copy in place, so the optimiser keeps its state.
     """
@@ -309,9 +333,12 @@ class StackedModels:
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         loss_fn: LossFn = F.cross_entropy,
+        grad_mode: str = "autograd",
     ):
         if len(models) == 0:
             raise ValueError("StackedModels needs at least one model")
+        if grad_mode not in ("func", "autograd"):
+            raise ValueError(f"grad_mode must be 'func' or 'autograd', got {grad_mode!r}")
         from torch.func import stack_module_state
 
         self.num_models = len(models)
@@ -319,8 +346,11 @@ class StackedModels:
         self.template = copy.deepcopy(models[0])
         self.params, self.buffers = stack_module_state(list(models))
         self.loss_fn = loss_fn
-        self.optimizer = make_optimizer(list(self.params.values()), optimizer, lr, momentum, weight_decay)
+        self.grad_mode = grad_mode
+        trainable = [p for p in self.params.values() if p.requires_grad]
+        self.optimizer = make_optimizer(trainable, optimizer, lr, momentum, weight_decay)
         self._vmapped = {}
+        self._grad_fns = {}
 
     def __len__(self) -> int:
         return self.num_models
@@ -366,11 +396,39 @@ class StackedModels:
         per_example = self.loss_fn(logits.flatten(0, 1), targets.flatten(), reduction="none")
         return per_example.view(self.num_models, -1).mean(1), logits
 
+    def _loss_single(self, trainable, frozen, buffers, x, y):
+        from torch.func import functional_call
+
+        logits = functional_call(self.template, ({**trainable, **frozen}, buffers), (x,))
+        return self.loss_fn(logits, y), logits
+
+    def gradients(self, x: torch.Tensor, y: torch.Tensor):
+        """Per-model gradients of the trainable stacked parameters (dict of ``(S, ...)`` tensors),
+        losses ``(S,)`` and logits ``(S, B, C)``, without touching ``.grad`` or the optimiser."""
+        from torch.func import grad_and_value, vmap
+
+        per_model = y.dim() == 2
+        if per_model not in self._grad_fns:
+            data_dim = 0 if per_model else None
+            self._grad_fns[per_model] = vmap(
+                grad_and_value(self._loss_single, has_aux=True),
+                in_dims=(0, 0, 0, data_dim, data_dim), randomness="different",
+            )
+        trainable = {k: p for k, p in self.params.items() if p.requires_grad}
+        frozen = {k: p for k, p in self.params.items() if not p.requires_grad}
+        grads, (losses, logits) = self._grad_fns[per_model](trainable, frozen, self.buffers, x, y)
+        return grads, losses, logits
+
     def step(self, x: torch.Tensor, y: torch.Tensor):
         """One optimiser step for all S models; returns (losses ``(S,)``, numbers correct ``(S,)``)."""
         self.optimizer.zero_grad(set_to_none=True)
-        losses, logits = self.losses(x, y)
-        losses.sum().backward()
+        if self.grad_mode == "func":
+            grads, losses, logits = self.gradients(x, y)
+            for name, grad in grads.items():
+                self.params[name].grad = grad
+        else:
+            losses, logits = self.losses(x, y)
+            losses.sum().backward()
         self.optimizer.step()
         targets = y if y.dim() == 2 else y.expand(self.num_models, -1)
         return losses.detach(), (logits.detach().argmax(-1) == targets).sum(1)
@@ -499,6 +557,7 @@ def train_iid_stacked(
     loss_fn: LossFn = F.cross_entropy,
     drop_last: bool = False,
     eval_batch_size: int = 1000,
+    grad_mode: str = "autograd",
     progress: bool = False,
 ) -> tuple[list[nn.Module], pd.DataFrame]:
     """:func:`train_iid` for S models (seeds) at once via :class:`StackedModels`.
@@ -522,7 +581,7 @@ def train_iid_stacked(
         raise ValueError(f"need one generator per model: {num} models, {len(generators)} generators")
     seeds = [g if isinstance(g, int) else None for g in generators]
     gens = [torch.Generator().manual_seed(g) if isinstance(g, int) else g for g in generators]
-    stacked = StackedModels(models, optimizer, lr, momentum, weight_decay, loss_fn)
+    stacked = StackedModels(models, optimizer, lr, momentum, weight_decay, loss_fn, grad_mode)
     has_val = x_val is not None and y_val is not None and len(x_val) > 0
     best_value = np.full(num, _initial_best(monitor))
     best_epoch = [None] * num
