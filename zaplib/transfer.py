@@ -54,6 +54,8 @@ __all__ = [
     "select_lr",
     "run_protocol",
     "eval_points",
+    "final_by_pretrain_seed",
+    "zap_comparison",
     "TRANSFER_EXPERIMENT",
 ]
 
@@ -166,6 +168,7 @@ def sequential_probe(
     eps: float = 1e-8,
     shuffle_images: bool = True,
     return_heads: bool = False,
+    max_steps: int | None = None,
 ):
     """Alg. 2 with a frozen feature extractor: one Adam step per training image, classes in
     sequence, for every (seed, lr) in ``seeds × lrs`` at once.
@@ -178,6 +181,7 @@ def sequential_probe(
 
     Returns a tidy frame: ``seed, lr, classes, train_acc, test_acc``; with ``return_heads`` also
     the final head weights (L, T, N, D) and biases (L, T, N), indexed [lr, seed].
+    ``max_steps`` stops after that many images (benchmarks time a prefix of a long trajectory).
     """
     torch.set_flush_denormal(True)
     device, dtype = train_feats.device, train_feats.dtype
@@ -206,7 +210,7 @@ def sequential_probe(
     rows_idx = torch.arange(S, device=device)
     points = set(eval_points(C, eval_every))
     records = []
-    for j in range(steps):
+    for j in range(steps if max_steps is None else min(steps, max_steps)):
         f = flat[stream[:, j]]  # (T, D)
         fS = f.unsqueeze(0).expand(L, T, D).reshape(S, D)
         logits = torch.baddbmm(bf.unsqueeze(2), Wf, fS.unsqueeze(2)).squeeze(2)  # (S, C)
@@ -393,14 +397,21 @@ def transfer_run(config: dict) -> dict:
     tic = time.perf_counter()
     kind = config["kind"]
     if kind == "probe":
-        P, n_tr = train_x.shape[:2]
-        feats_tr = extract_features(model, train_x.reshape(-1, *train_x.shape[2:])).reshape(P, n_tr, -1)
-        feats_te = extract_features(model, test_x.reshape(-1, *test_x.shape[2:])).reshape(P, test_x.shape[1], -1)
+        # features only of the pool classes some trajectory uses (a trajectory's classes do not
+        # depend on the feature dimension, so a 1-wide draw finds them)
+        P, n_tr, n_te = train_x.shape[0], train_x.shape[1], test_x.shape[1]
+        used = torch.unique(torch.cat([trajectory(P, n_tr, config["classes"], 1, s).classes
+                                       for s in config["seeds"]])).to(device)
+        D = model.head.in_features
+        feats_tr = torch.zeros(P, n_tr, D, device=device)
+        feats_te = torch.zeros(P, n_te, D, device=device)
+        feats_tr[used] = extract_features(model, train_x[used].flatten(0, 1)).reshape(len(used), n_tr, D)
+        feats_te[used] = extract_features(model, test_x[used].flatten(0, 1)).reshape(len(used), n_te, D)
         curves = sequential_probe(feats_tr, feats_te, n_classes=config["classes"],
                                   seeds=config["seeds"], lrs=config["lrs"],
                                   eval_every=config["eval_every"])
-        density = float((feats_tr > 0).float().mean())
-        norm = float(feats_tr.norm(dim=-1).mean())
+        density = float((feats_tr[used] > 0).float().mean())
+        norm = float(feats_tr[used].norm(dim=-1).mean())
     elif kind in ("unfrozen", "iid"):
         frames = []
         for seed in config["seeds"]:
@@ -430,12 +441,12 @@ def _final(curves: pd.DataFrame) -> pd.DataFrame:
     return curves.sort_values(x).groupby(keys, as_index=False, dropna=False).last()
 
 
-def select_lr(val_curves: pd.DataFrame, by: Sequence[str] = ("method", "zap")) -> pd.DataFrame:
+def select_lr(val_curves: pd.DataFrame, by: Sequence[str] = ("method", "zap", "fan_in")) -> pd.DataFrame:
     """Best learning rate per configuration: the lr with the highest mean *final* held-out
     accuracy on the validation pool, averaged over pre-training seeds and validation seeds.
     Returns ``by..., lr, val_acc``."""
     final = _final(val_curves)
-    by = list(by)
+    by = [c for c in by if c in final.columns]
     means = final.groupby([*by, "lr"], as_index=False)["test_acc"].mean()
     best = means.loc[means.groupby(by)["test_acc"].idxmax()].rename(columns={"test_acc": "val_acc"})
     return best.reset_index(drop=True)
@@ -447,6 +458,7 @@ def _tag(runs, configs) -> pd.DataFrame:
         frame = run["curves"].copy()
         pre = config["pretrain"]
         frame.insert(0, "pretrain_seed", pre["seed"])
+        frame.insert(0, "fan_in", pre.get("zap_fan_in", "row"))
         frame.insert(0, "zap", pre["zap"])
         frame.insert(0, "method", pre["method"])
         frames.append(frame)
@@ -454,39 +466,95 @@ def _tag(runs, configs) -> pd.DataFrame:
 
 
 def run_protocol(kind: str, pretrain_configs: Sequence[dict], *, lrs: Sequence[float],
-                 val_seeds: Sequence[int], report_seeds: Sequence[int], common: dict,
-                 executor=None, store=None, progress: bool = True) -> dict:
+                 val_seeds: Sequence[int], report_seeds: Sequence[int], classes: int,
+                 common: dict, val_classes: int | None = None, executor=None, store=None,
+                 progress: bool = True) -> dict:
     """LR selection on the validation pool, then the report runs, for every pre-trained model.
 
-    Phase 1 runs :func:`transfer_run` (``split="val"``, all ``lrs``, ``val_seeds``) for every
-    config in ``pretrain_configs``; :func:`select_lr` picks one lr per (method, zap); phase 2 runs
-    the report pool with that lr and ``report_seeds``. ``common`` holds the other config keys
-    (``val_pool``, ``classes``, ``eval_every`` ...). Both phases go through
-    :func:`zaplib.runner.sweep` (stored, resumable, any executor).
+    Phase 1 runs :func:`transfer_run` (``split="val"``, trajectories of ``val_classes`` classes —
+    default ``classes`` —, all ``lrs``, ``val_seeds``) for every config in ``pretrain_configs``;
+    :func:`select_lr` picks one lr per (method, zap); phase 2 runs trajectories of ``classes``
+    classes of the report pool with that lr and ``report_seeds``. ``common`` holds the other
+    config keys (``val_pool``, ``eval_every`` ...). Both phases go through
+    :func:`zaplib.runner.sweep` (stored, resumable, any executor). A validation trajectory should
+    be as long as a reported one (the best lr moves with the length; reference notes); it can
+    only be shorter when the pool is too small (paper profile: 59 classes beside 600).
 
-    Returns ``val`` and ``report`` (curves tagged with ``method, zap, pretrain_seed``) and
-    ``best_lr`` (from :func:`select_lr`).
+    Returns ``val`` and ``report`` (curves tagged with ``method, zap, pretrain_seed``),
+    ``best_lr`` (from :func:`select_lr`), ``runs`` (one row per report run: feature density and
+    norm for probes, wall time) and ``val_wall_s`` / ``report_wall_s`` (summed run wall times).
     """
     from .runner import Store, sweep
 
     store = store if store is not None else Store()
     base = {"kind": kind, **common}
-    val_cfgs = [{**base, "pretrain": p, "split": "val", "seeds": list(val_seeds), "lrs": list(lrs)}
-                for p in pretrain_configs]
+    val_cfgs = [{**base, "classes": val_classes or classes, "pretrain": p, "split": "val",
+                 "seeds": list(val_seeds), "lrs": list(lrs)} for p in pretrain_configs]
     val_runs = sweep(transfer_run, val_cfgs, executor, store=store, experiment=TRANSFER_EXPERIMENT,
                      progress=progress)
     val = _tag(val_runs, val_cfgs)
     best = select_lr(val)
-    lr_of = {(r.method, bool(r.zap)): float(r.lr) for r in best.itertuples()}
-    rep_cfgs = [{**base, "pretrain": p, "split": "report", "seeds": list(report_seeds),
-                 "lrs": [lr_of[(p["method"], bool(p["zap"]))]]} for p in pretrain_configs]
+    lr_of = {(r.method, bool(r.zap), r.fan_in): float(r.lr) for r in best.itertuples()}
+    rep_cfgs = [{**base, "classes": classes, "pretrain": p, "split": "report",
+                 "seeds": list(report_seeds),
+                 "lrs": [lr_of[(p["method"], bool(p["zap"]), p.get("zap_fan_in", "row"))]]}
+                for p in pretrain_configs]
     rep_runs = sweep(transfer_run, rep_cfgs, executor, store=store, experiment=TRANSFER_EXPERIMENT,
                      progress=progress)
     report = _tag(rep_runs, rep_cfgs)
-    extras = pd.DataFrame([{"method": c["pretrain"]["method"], "zap": c["pretrain"]["zap"],
-                            "pretrain_seed": c["pretrain"]["seed"],
-                            "feature_density": r.get("feature_density", np.nan),
-                            "feature_norm": r.get("feature_norm", np.nan),
-                            "seconds": r.get("seconds", np.nan)}
-                           for r, c in zip(rep_runs, rep_cfgs)])
-    return {"val": val, "report": report, "best_lr": best, "features": extras}
+    wall = lambda run: getattr(run, "meta", {}).get("wall_time_s", np.nan)  # noqa: E731
+    runs = pd.DataFrame([{"method": c["pretrain"]["method"], "zap": c["pretrain"]["zap"],
+                          "fan_in": c["pretrain"].get("zap_fan_in", "row"),
+                          "pretrain_seed": c["pretrain"]["seed"],
+                          "feature_density": r.get("feature_density", np.nan),
+                          "feature_norm": r.get("feature_norm", np.nan), "wall_time_s": wall(r)}
+                         for r, c in zip(rep_runs, rep_cfgs)])
+    return {"val": val, "report": report, "best_lr": best, "runs": runs,
+            "val_wall_s": float(np.nansum([wall(r) for r in val_runs])),
+            "report_wall_s": float(runs["wall_time_s"].sum())}
+
+
+# ---------------------------------------------------------------------------------------------
+# Analysis: final accuracies and zap / no-zap comparisons
+# ---------------------------------------------------------------------------------------------
+def final_by_pretrain_seed(curves: pd.DataFrame, value: str = "test_acc") -> pd.DataFrame:
+    """Final ``value`` of every run, averaged over transfer seeds within each pre-trained model:
+    one row per (method, zap, pretrain_seed) — the unit of replication of a pre-training claim
+    (transfer seeds sharing one pre-trained model are not independent samples of a method)."""
+    final = _final(curves)
+    keys = [k for k in ("method", "zap", "fan_in", "pretrain_seed") if k in final.columns]
+    return final.groupby(keys, as_index=False)[value].mean()
+
+
+def zap_comparison(curves: pd.DataFrame, value: str = "test_acc") -> pd.DataFrame:
+    """Zap vs no-zap per pre-training method on the final ``value``.
+
+    Per method and zap setting: mean and 95% t-interval over pre-training seeds
+    (:func:`zaplib.metrics.mean_ci` of the per-model means), the number of pre-trained models and
+    of runs; then a two-sided Mann–Whitney U test between the zap and no-zap pre-training seeds
+    (``p_seed``, the test the chapter relies on) and, for comparison with the paper's Fig. 3,
+    the same test on all runs pooled over transfer seeds (``p_pooled``: treats the T transfer
+    runs of one pre-trained model as independent, which they are not)."""
+    from .metrics import mann_whitney, mean_ci
+
+    if "fan_in" in curves.columns:  # the official-bug variant is compared separately
+        curves = curves[curves.fan_in == "row"]
+    final = _final(curves)
+    per_model = final_by_pretrain_seed(curves, value)
+    rows = []
+    for method, group in per_model.groupby("method", sort=False):
+        row = {"method": method}
+        for zap in (False, True):
+            vals = group.loc[group.zap == zap, value].to_numpy()
+            runs = final.loc[(final.method == method) & (final.zap == zap), value].to_numpy()
+            ci = mean_ci(vals)
+            tag = "zap" if zap else "nozap"
+            row.update({f"{tag}_mean": ci.mean, f"{tag}_lo": ci.lo, f"{tag}_hi": ci.hi,
+                        f"{tag}_models": len(vals), f"{tag}_runs": len(runs)})
+            row[f"_{tag}_vals"], row[f"_{tag}_runs"] = vals, runs
+        both = len(row["_zap_vals"]) and len(row["_nozap_vals"])
+        row["diff"] = row["zap_mean"] - row["nozap_mean"] if both else np.nan
+        row["p_seed"] = mann_whitney(row["_zap_vals"], row["_nozap_vals"]).p if both else np.nan
+        row["p_pooled"] = mann_whitney(row["_zap_runs"], row["_nozap_runs"]).p if both else np.nan
+        rows.append({k: v for k, v in row.items() if not k.startswith("_")})
+    return pd.DataFrame(rows)
