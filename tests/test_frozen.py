@@ -1,6 +1,7 @@
 """Behaviour of zaplib.frozen (chapter "Mutually frozen weights"): frozen weights under gradient
 descent with weight decay, the interventions, the per-model weight decay, the statistics, and one
 tiny end-to-end run."""
+import copy
 import math
 
 import numpy as np
@@ -81,13 +82,14 @@ def test_under_weight_decay_mutual_stays_frozen_while_plain_sparse_regrows():
     assert sparse.still_frozen == 0.0 and sparse.abs_w > 2 * 0.1   # regrew well past ε·σ
 
 
-def test_add_weight_decay_matches_torch_sgd_weight_decay():
+@pytest.mark.parametrize("grad_mode", ["autograd", "func"])
+def test_add_weight_decay_matches_torch_sgd_weight_decay(grad_mode):
     torch.manual_seed(1)
     nets = [models.MLP(6, hidden=(5,), num_classes=3) for _ in range(2)]
-    copies = [m for m in map(lambda m: __import__("copy").deepcopy(m), nets)]
+    copies = [copy.deepcopy(m) for m in nets]
     wds = [0.0, 0.1]
     x, y = torch.randn(2, 8, 6), torch.randint(0, 3, (2, 8))
-    stacked = train.StackedModels(nets, optimizer="sgd", lr=0.1, momentum=0.9)
+    stacked = train.StackedModels(nets, optimizer="sgd", lr=0.1, momentum=0.9, grad_mode=grad_mode)
     frozen.add_weight_decay(stacked, wds)
     for _ in range(3):
         stacked.step(x, y)
@@ -195,7 +197,9 @@ def test_run_tiny_end_to_end():
     assert set(out) == {"pretrain", "models", "finetune", "dynamics"}
     pre = out["pretrain"]
     assert sorted(pre.epoch.unique()) == [0, 1, 2] and set(pre.layer) >= {"body.1", "head", "all"}
-    assert len(out["models"]) == 2 and (out["models"]["sensitivity[mnist]"] > 0).all()
+    sens = out["models"]["sensitivity[mnist]"]
+    assert len(sens) == 2 and (sens > 0).all()
+    assert sens[1] < sens[0]       # same init and batches; only the weight decay differs
     ft = out["finetune"]
     assert len(ft) == 2 * 2 * len(frozen.INTERVENTIONS)
     by = ft.set_index(["weight_decay", "fraction", "intervention"])

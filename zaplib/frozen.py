@@ -129,20 +129,29 @@ def build_model(config: dict, input_shape: Sequence[int], num_classes: int = 10)
     raise ValueError(f"model must be 'mlp' or 'small_cnn', got {config['model']!r}")
 
 
-def add_weight_decay(stacked: train.StackedModels, weight_decays: Sequence[float]) -> list:
-    """Give model s of ``stacked`` its own coupled L2 weight decay λ_s: a gradient hook adds
-    λ_s·θ_s to every stacked parameter's gradient before the optimiser sees it — exactly what
+def add_weight_decay(stacked: train.StackedModels, weight_decays: Sequence[float]):
+    """Give model s of ``stacked`` its own coupled L2 weight decay λ_s: right before every optimiser
+    step, λ_s·θ_s is added to the gradient of each of its parameters — exactly what
     ``torch.optim.SGD(weight_decay=λ_s)`` does for one model, which a single stacked optimiser
-    cannot do for S different λ. Returns the hook handles (``handle.remove()`` undoes it)."""
+    cannot do for S different λ. An optimiser step pre-hook, so it works whichever way
+    :class:`~zaplib.train.StackedModels` computes its gradients. Returns the hook handle
+    (``handle.remove()`` undoes it)."""
     if len(weight_decays) != len(stacked):
         raise ValueError(f"need one weight decay per model: {len(stacked)} models, "
                          f"{len(weight_decays)} values")
-    handles = []
+    pairs = []
     for p in stacked.params.values():
-        coef = torch.as_tensor(list(weight_decays), dtype=p.dtype, device=p.device)
-        coef = coef.reshape(-1, *([1] * (p.dim() - 1)))
-        handles.append(p.register_hook(lambda g, p=p, coef=coef: g + coef * p.detach()))
-    return handles
+        if p.requires_grad:
+            coef = torch.as_tensor(list(weight_decays), dtype=p.dtype, device=p.device)
+            pairs.append((p, coef.reshape(-1, *([1] * (p.dim() - 1)))))
+
+    def decay(optimizer, args, kwargs):
+        with torch.no_grad():
+            for p, coef in pairs:
+                if p.grad is not None:
+                    p.grad.add_(coef * p)
+
+    return stacked.optimizer.register_step_pre_hook(decay)
 
 
 def _batch_stream(n: int, batch_size: int, generators, device) -> Iterator[torch.Tensor]:
@@ -170,7 +179,8 @@ def train_stacked(models_: Sequence[nn.Module], weight_decays: Sequence[float], 
     interval: ``model, step, train_loss`` (the mean loss of the steps since the previous probe).
     """
     batch_size = min(batch_size, len(x))
-    stacked = train.StackedModels(list(models_), optimizer="sgd", lr=lr, momentum=momentum)
+    stacked = train.StackedModels(list(models_), optimizer="sgd", lr=lr, momentum=momentum,
+                                  grad_mode="func")  # vmapped backward: ~1.5–2× faster here
     add_weight_decay(stacked, weight_decays)
     wanted = set(int(s) for s in probe_steps)
     stream = _batch_stream(len(x), batch_size, generators, x.device)
