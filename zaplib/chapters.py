@@ -230,6 +230,88 @@ NEGATIVE_PRETRAINING = Chapter(
 REGISTRY: dict[str, Chapter] = {chapter.name: chapter for chapter in (TOOLKIT, ZAPPING)}
 REGISTRY[NEGATIVE_PRETRAINING.name] = NEGATIVE_PRETRAINING
 
+LURE = Chapter(
+    name="lure",
+    title="Learn, unlearn, relearn: mega-batch streams",
+    notebook="book/lure.ipynb",
+    description=(
+        "Trains ResNets through an ALMA mega-batch stream of CIFAR-10 (full, buffered and no "
+        "replay) with warm start (BL), Shrink & Perturb (both forms), later-layer forgetting and "
+        "LURE (SNIP / Fisher / magnitude / random), with the reset-fraction and criterion "
+        "ablations, long streams, architectures, robustness (procedural corruptions, PGD-10, "
+        "noisy labels), calibration, flatness and an lr × wd grid (zaplib.stream)."
+    ),
+    params={
+        "seeds": (list[int], [0, 1, 2], "training seeds of every table"),
+        "dataset": (str, "cifar10", "stream dataset (cifar10 is the JPEG-lossy copy offline)",
+                    ("cifar10", "fashion_mnist")),
+        "model": (str, "resnet18", "network of every table except the architecture one",
+                  ("resnet18", "resnet50", "wide_resnet50_2", "vgg16_bn")),
+        "width": (int, 8, "ResNet-18 width (64 = the standard ResNet-18)"),
+        "n_pool": (int, 900, "training images fed to the stream, a fixed random subset (0 = all 50,000)"),
+        "n_test": (int, 2000, "test images, a fixed random subset (0 = all 10,000)"),
+        "n_megabatches": (int, 3, "mega-batches of the stream (paper: 8)"),
+        "short_megabatches": (int, 3, "mega-batches of Tables 6, 8, noisy labels and the lr × wd grid (paper: 4)"),
+        "epochs": (int, 10, "epochs per mega-batch (paper: 50)"),
+        "lr_milestones": (list[int], [4, 8], "epochs where the lr drops ×0.1 (paper: 20, 40)"),
+        "batch_size": (int, 64, "mini-batch size"),
+        "lr": (float, 0.1, "SGD learning rate at the start of every mega-batch"),
+        "weight_decay": (float, 1e-4, "SGD weight decay"),
+        "buffer_size": (int, 9, "buffered replay: examples added to the buffer per mega-batch (code: 182 of 5,625)"),
+        "score_size": (int, 100, "images LURE scores saliency on (code: one batch of 100)"),
+        "methods": (list[str], ["bl", "sp", "sp_fresh", "llf", "lure"],
+                    "methods of Table 1 (zaplib.stream.VARIANTS)"),
+        "replays": (list[str], ["none", "buffered"], "replay modes besides full (Tables 2–3)"),
+        "replay_methods": (list[str], ["bl", "lure"],
+                           "methods of Tables 2–4 and 6"),
+        "reset_fractions": (list[float], [0.05, 0.2, 0.4], "LURE reset fractions (Table 7)"),
+        "criteria": (list[str], ["snip", "random"],
+                     "LURE importance criteria (Table 8: snip, fisher, magnitude; random is our control)"),
+        "ablation_seeds": (list[int], [0], "seeds of Tables 7–8 and of the noisy-label runs"),
+        "long_megabatches": (list[int], [], "stream lengths of Table 4 (paper: 25, 50, 100)"),
+        "architectures": (list[str], [], "networks of Table 6 (paper: resnet18, resnet50, wide_resnet50_2, vgg16_bn)"),
+        "label_noise": (list[float], [0.4], "symmetric label-noise rates (§6.3; paper: 0.2, 0.4)"),
+        "noise_methods": (list[str], ["bl", "lure"], "methods trained under label noise"),
+        "lr_grid": (list[float], [], "learning rates of the sensitivity grid (§7.3)"),
+        "wd_grid": (list[float], [], "weight decays of the sensitivity grid (§7.3)"),
+        "grid_methods": (list[str], ["bl", "lure"], "methods of the lr × wd grid"),
+        "grid_seeds": (list[int], [0], "seeds of the lr × wd grid"),
+        "corruptions": (list[str], ["all"], "procedural corruptions of the Table 1 models ('all' = 13)"),
+        "corruption_severities": (list[int], [1, 2, 3, 4, 5], "corruption severities"),
+        "n_corruption": (int, 100, "test images per corruption and severity"),
+        "pgd_eps": (list[float], [1.0, 2.0, 4.0], "PGD-10 L∞ radii, in 1/255 units"),
+        "n_pgd": (int, 100, "test images attacked"),
+        "weight_noise": (list[float], [0.01, 0.02, 0.04], "σ of Gaussian noise on every parameter (§7.2)"),
+        "weight_noise_repeats": (int, 2, "noise draws per σ"),
+        "n_weight_noise": (int, 500, "training (and test) images evaluated per draw"),
+        "workers": (int, 2, "local worker processes (one torch thread each)"),
+    },
+    profiles={
+        "smoke": {"seeds": [0], "width": 4, "n_pool": 300, "n_test": 200, "n_megabatches": 2,
+                  "short_megabatches": 2, "epochs": 1, "lr_milestones": [], "buffer_size": 10,
+                  "methods": ["bl", "lure"], "replays": ["none"], "replay_methods": ["bl", "lure"],
+                  "reset_fractions": [0.2], "criteria": ["snip", "random"],
+                  "label_noise": [0.4], "noise_methods": ["lure"], "lr_grid": [0.1], "wd_grid": [1e-4],
+                  "grid_methods": ["lure"], "corruptions": ["gaussian_noise", "jpeg"],
+                  "corruption_severities": [1, 5], "n_corruption": 50, "pgd_eps": [2.0], "n_pgd": 20,
+                  "weight_noise": [0.01], "weight_noise_repeats": 1, "n_weight_noise": 100},
+        "quick": {},
+        "paper": {"seeds": [0, 1, 2, 3, 4], "width": 64, "n_pool": 0, "n_test": 0, "n_megabatches": 8,
+                  "short_megabatches": 4, "epochs": 50, "lr_milestones": [20, 40], "buffer_size": 182,
+                  "methods": ["bl", "sp", "sp_paper", "sp_fresh", "llf", "lure", "lure_model_init"],
+                  "reset_fractions": [0.05, 0.1, 0.2, 0.3, 0.4],
+                  "replay_methods": ["bl", "sp", "llf", "lure"],
+                  "criteria": ["snip", "fisher", "magnitude", "random"], "ablation_seeds": [0, 1, 2],
+                  "long_megabatches": [25, 50, 100],
+                  "architectures": ["resnet18", "resnet50", "wide_resnet50_2", "vgg16_bn"],
+                  "label_noise": [0.2, 0.4], "noise_methods": ["bl", "sp", "llf", "lure"],
+                  "lr_grid": [0.1, 0.05, 0.01, 0.005], "wd_grid": [1e-3, 5e-4, 1e-4, 5e-5],
+                  "grid_seeds": [0, 1, 2], "n_corruption": 10000, "n_pgd": 1000,
+                  "weight_noise_repeats": 5, "n_weight_noise": 10000},
+    },
+)
+REGISTRY[LURE.name] = LURE
+
 
 def get_chapter(name: str, registry: dict[str, Chapter] | None = None) -> Chapter:
     """The chapter called ``name``; a ``KeyError`` listing the known chapters otherwise."""
