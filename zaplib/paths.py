@@ -769,14 +769,22 @@ def order_label(pair: str, order: str) -> str:
             "diagonal": "diagonal"}[order]
 
 
-def plan_results(plan: pd.DataFrame, store, table: str) -> pd.DataFrame:
-    """Table ``table`` of every stored run of ``plan``, with the plan's ``dataset, group, condition,
-    x, seed`` columns (a run used by several conditions appears once per condition)."""
-    frames = []
+def plan_tables(plan: pd.DataFrame, store, names: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """Tables ``names`` of every stored run of ``plan``, each with the plan's ``dataset, group,
+    condition, x, seed`` columns (a run used by several conditions appears once per condition;
+    each run is read from the store once)."""
+    from .runner import config_hash
+
+    loaded: dict[str, object] = {}
+    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in names}
     for row in plan.itertuples(index=False):
-        run = store.load(EXPERIMENT, row.config)
-        frame = run[table].copy()
-        for col in ("dataset", "group", "condition", "x", "seed"):
-            frame[col] = getattr(row, col)
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+        key = config_hash(row.config)
+        if key not in loaded:
+            loaded[key] = store.load(EXPERIMENT, row.config)
+        for name in names:
+            frame = loaded[key][name].copy()
+            for col in ("dataset", "group", "condition", "x", "seed"):
+                frame[col] = getattr(row, col)
+            frame["run"] = key
+            frames[name].append(frame)
+    return {name: pd.concat(v, ignore_index=True) for name, v in frames.items()}
