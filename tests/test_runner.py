@@ -100,7 +100,9 @@ def test_every_registered_chapter_resolves_all_profiles_and_has_a_parameters_cel
         assert set(PROFILES) <= set(chapter.profiles)
         for profile in PROFILES:
             resolve_params(chapter, profile=profile)  # every profile value fits its type
-        notebook = nbformat.read(REPO / chapter.notebook, as_version=4)
+        path = REPO / chapter.notebook
+        assert path.exists(), f"chapter {chapter.name!r} is registered but {chapter.notebook} does not exist"
+        notebook = nbformat.read(path, as_version=4)
         tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, f"{chapter.notebook} needs exactly one cell tagged 'parameters'"
         for name in ("profile", *chapter.params):
