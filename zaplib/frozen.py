@@ -515,10 +515,11 @@ def run(config: dict) -> dict:
 
     finetune = index.merge(pd.DataFrame(finetune_rows), on="model")
     finetune.insert(3, "source", config["source"])
-    dynamics = (index.merge(pd.concat(dynamics_frames, ignore_index=True), on="model")
-                if dynamics_frames else pd.DataFrame())
-    if len(dynamics):
-        dynamics.insert(3, "source", config["source"])
+    if not dynamics_frames:  # nothing probed: an empty table with the usual columns
+        dynamics_frames = [pd.DataFrame(columns=["model", "target", "fraction", "step", "layer", "group",
+                                                 "n", "abs_w", "still_frozen", "abs_grad", "abs_update"])]
+    dynamics = index.merge(pd.concat(dynamics_frames, ignore_index=True), on="model")
+    dynamics.insert(3, "source", config["source"])
     pretrain.insert(3, "source", config["source"])
     return {"pretrain": pretrain, "models": model_table, "finetune": finetune, "dynamics": dynamics}
 
