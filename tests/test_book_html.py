@@ -59,6 +59,7 @@ def good_site(root: Path) -> Path:
         "<a href='chapter.html#results'>results</a> <a href='#top'>top</a> <a href='book/'>book folder</a>"
         "<a href='https://example.org/paper'>an external link is not followed</a></div>", MATHJAX_HEAD))
     (root / "chapter.html").write_text(page("<h2 id='results'>Results</h2><a href='index.html'>back</a>"))
+    (root / "redirect.html").write_text("<meta http-equiv='Refresh' content='0; url=chapter.html' />")
     (root / "book").mkdir()
     (root / "book" / "index.html").write_text(page("<p>folder index</p><a href='../index.html#top'>up</a>"))
     return root
@@ -76,6 +77,7 @@ def bad_site(root: Path) -> Path:
         "math_error.html": page("<span class='math'>\\(\\frac{1}\\)</span>", MATHJAX_HEAD),
         "console_error.html": page("<script>console.error('something broke')</script><p>hi</p>"),
         "external_script.html": page("<p>cdn</p>", "<script src='https://cdn.example.com/lib.js'></script>"),
+        "bad_redirect.html": "<meta http-equiv='Refresh' content='0; url=book/nothing.html' />",
         "external_fetch.html": page("<script>fetch('http://example.com/data.json').catch(() => null)"
                                     "</script><p>fetch</p>"),
     }
@@ -117,7 +119,7 @@ def test_list_pages_skips_assets_and_sources(tmp_path):
 @needs_browser
 def test_good_site_passes(tmp_path):
     report = check.check_site(good_site(tmp_path / "site"), timeout=20)
-    assert report.pages == ["book/index.html", "chapter.html", "index.html"]
+    assert report.pages == ["book/index.html", "chapter.html", "index.html", "redirect.html"]
     assert report.ok, report.text()
 
 
@@ -145,12 +147,13 @@ def test_every_kind_of_defect_is_reported(tmp_path, capsys):
         "console_error.html": "console error",
         "external_script.html": "external asset in <script>",
         "external_fetch.html": "request to another host",
+        "bad_redirect.html": "redirect target: broken link",
     }
     assert set(report) == set(expected), out
     for name, reason in expected.items():
         assert any(reason in problem for problem in report[name]), (name, report[name])
     assert "not-there.png" in " ".join(report["broken_image.html"])
-    assert "12 pages checked" in out
+    assert "14 pages checked in" in out and "4 passed" in out
 
 
 @needs_browser

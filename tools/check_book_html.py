@@ -13,7 +13,8 @@ name except 127.0.0.1 resolving to nothing. A page passes when
 - its math is rendered: every Sphinx math element (``span.math``, ``div.math``) holds an
   ``mjx-container``, no MathJax error node (``mjx-merror``) is shown, and no raw TeX delimiters
   (``$$``, ``\\(``, ``\\[``, ``\\begin{``) are left in the visible text outside code;
-- every link inside the site maps to an existing file, and its ``#anchor`` exists on the target page;
+- every link inside the site maps to an existing file, and its ``#anchor`` exists on the target page
+  (a redirect page, like Jupyter Book's ``index.html``, is checked on the page it redirects to);
 - every request goes to 127.0.0.1 (Chromium's network log, the page's resource timings, and the
   static HTML/CSS are all checked) and none fails (HTTP status >= 400 or a network error).
 
@@ -111,6 +112,7 @@ class _PageParser(html.parser.HTMLParser):
         super().__init__(convert_charrefs=True)
         self.ids: set[str] = set()
         self.fetched: list[tuple[str, str]] = []  # (tag, url)
+        self.refresh_to: str | None = None  # target of a <meta http-equiv="refresh"> redirect
         self._in_style = False
 
     def handle_starttag(self, tag, attrs):
@@ -128,6 +130,9 @@ class _PageParser(html.parser.HTMLParser):
             self.fetched.append((tag, attrs["data"]))
         if tag == "link" and FETCHED_LINK_RELS.intersection(attrs.get("rel", "").lower().split()):
             self.fetched.append((tag, attrs.get("href", "")))
+        if tag == "meta" and attrs.get("http-equiv", "").lower() == "refresh":
+            match = re.search(r"url\s*=\s*['\"]?([^'\";]+)", attrs.get("content", ""), re.I)
+            self.refresh_to = match.group(1).strip() if match else None
         if attrs.get("style"):
             self.fetched.extend(("style", url) for url in CSS_URL.findall(attrs["style"]))
         self._in_style = tag == "style"
@@ -316,22 +321,33 @@ def _network_problems(entries: list[dict]) -> list[str]:
     return problems
 
 
-def check_page(driver, url: str, root: Path) -> list[str]:
-    """Load one page and return its problems (empty when it passes)."""
-    problems: list[str] = []
+def _is_browser_favicon(url: str) -> bool:
+    """Chromium asks for /favicon.ico by itself when a page names no icon (e.g. Jupyter Book's
+    redirecting index.html, or a server error page): not a request the site makes."""
+    return urlsplit(url).path == "/favicon.ico"
+
+
+def _inspect(driver, url: str, root: Path, redirect_to: str | None, timeout: float) -> list[str]:
+    """Load the page and run the in-page checks (everything except the browser's logs)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
     try:
         driver.get(url)
+        if redirect_to is not None:
+            target = urljoin(url, redirect_to)
+            problem = link_problem(target, url, root, set())
+            if problem:
+                return [f"redirect target: {problem}"]
+            WebDriverWait(driver, timeout).until(
+                lambda d: d.current_url.split("#")[0] == target.split("#")[0]
+                and d.execute_script("return document.readyState") == "complete")
         info = driver.execute_async_script(_INSPECT_PAGE)
     except Exception as exc:  # a timeout or a crashed renderer is a failure of this page
         return [f"could not load/inspect the page: {type(exc).__name__}: {str(exc).splitlines()[0]}"]
     if "error" in info:
         return [f"page inspection script failed: {info['error']}"]
-    for entry in driver.get_log("browser"):
-        if entry.get("level") == "SEVERE":
-            problems.append(f"console error: {entry.get('message')}")
-    problems += _network_problems(driver.get_log("performance"))
-    problems += [f"request to another host (resource timing): {r}" for r in info["resources"]
-                 if is_external(r)]
+    problems = [f"request to another host (resource timing): {r}" for r in info["resources"]
+                if is_external(r)]
     problems += [f"image not decoded (naturalWidth 0): {img['src']}" for img in info["images"]
                  if img["width"] <= 0]
     if info["mathElements"] and info["mathjax"] != "typeset":
@@ -344,6 +360,23 @@ def check_page(driver, url: str, root: Path) -> list[str]:
         problem = link_problem(href, info["url"], root, page_ids)
         if problem:
             problems.append(problem)
+    return problems
+
+
+def check_page(driver, url: str, root: Path, redirect_to: str | None = None, timeout: float = 30.0) -> list[str]:
+    """Load one page and return its problems (empty when it passes). A page that redirects
+    (``redirect_to``, from its ``<meta http-equiv="refresh">``) is checked once the target loaded."""
+    problems = _inspect(driver, url, root, redirect_to, timeout)
+    # Leave the page before reading the logs, so whatever it still did (late requests, errors
+    # of a redirect target) is reported here and not with the next page.
+    with contextlib.suppress(Exception):
+        driver.get("about:blank")
+    for entry in driver.get_log("browser"):
+        message = entry.get("message", "")
+        if entry.get("level") == "SEVERE" and not _is_browser_favicon(message.split(" ")[0]):
+            problems.append(f"console error: {message}")
+    problems += [p for p in _network_problems(driver.get_log("performance"))
+                 if not _is_browser_favicon(p.split(" ")[-1])]
     # A repeated problem (e.g. the same broken link in the sidebar twice) is reported once.
     return list(dict.fromkeys(problems))
 
@@ -368,11 +401,12 @@ def check_site(root: Path, *, chromium: str = DEFAULT_CHROMIUM, chromedriver: st
                 if progress:
                     progress(name)
                 already_served = len(served)
-                for problem in check_page(driver, urljoin(base, name), root):
+                for problem in check_page(driver, urljoin(base, name), root,
+                                          redirect_to=_parse(page).refresh_to, timeout=timeout):
                     report.add(name, problem)
                 reported = " ".join(report.problems.get(name, []))
                 for path, status in served[already_served:]:
-                    if status >= 400 and path not in reported:
+                    if status >= 400 and path not in reported and not _is_browser_favicon(path):
                         report.add(name, f"server answered {status} for {path}")
         finally:
             driver.quit()
