@@ -191,8 +191,13 @@ def test_run_tiny_end_to_end():
               "n_val": 64, "n_test": 128, "target_fractions": [0.25, 1.0], "finetune_epochs": 1,
               "finetune_min_steps": 5, "interventions": list(frozen.INTERVENTIONS), "eps": 0.1,
               "n_sensitivity": 8, "track_fraction": 1.0, "n_probes": 3, "probe_batch": 64}
-    (config,) = frozen.configs(params)
+    (same,) = frozen.configs(params)      # no finetune_weight_decays: retrain with the own λ
+    assert "finetune_weight_decay" not in same
+    (config,) = frozen.configs({**params, "finetune_weight_decays": [0.001, frozen.SAME_DECAY]})
     assert config["source"] == "mnist:blur4" and config["targets"] == ["mnist"]
+    assert config["finetune_weight_decay"] == 0.001 and {**config, "finetune_weight_decay": 0} != same
+    with pytest.raises(ValueError):
+        frozen.configs(params, finetune_weight_decay=-0.5)
     out = frozen.run(config)
     assert set(out) == {"pretrain", "models", "finetune", "dynamics"}
     pre = out["pretrain"]
@@ -202,6 +207,7 @@ def test_run_tiny_end_to_end():
     assert sens[1] < sens[0]       # same init and batches; only the weight decay differs
     ft = out["finetune"]
     assert len(ft) == 2 * 2 * len(frozen.INTERVENTIONS)
+    assert (ft.finetune_weight_decay == 0.001).all()
     by = ft.set_index(["weight_decay", "fraction", "intervention"])
     for wd in (0.0, 0.05):
         for f in (0.25, 1.0):

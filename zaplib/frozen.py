@@ -35,8 +35,10 @@ tidy DataFrames for :class:`zaplib.runner.Store`:
 Optimiser (both phases): SGD with momentum and *coupled* L2 weight decay — the gradient of
 L + λ/2‖θ‖² on every parameter, as ``torch.optim.SGD(weight_decay=λ)`` — which is what the negative
 pre-training paper of the same group uses (§3: SGD, momentum 0.9, weight decay 1e-3). Each stacked
-model carries its own λ (:func:`add_weight_decay`). Retraining keeps the pre-training λ: the
-abstract's setting is "training a deep model more than once" with weight decay.
+model carries its own λ (:func:`add_weight_decay`). Retraining uses one common λ for every
+network (``finetune_weight_decay``), so that only the pre-training differs between networks, or
+(:data:`SAME_DECAY`) each network's own pre-training λ — "training a deep model more than once"
+with weight decay.
 """
 from __future__ import annotations
 
@@ -360,10 +362,18 @@ RUN_KEYS = ("model", "width", "depth", "seeds", "weight_decays", "lr", "momentum
             "track_fraction", "n_probes", "probe_batch")
 
 
-def configs(params: dict) -> list[dict]:
+SAME_DECAY = -1.0  # finetune_weight_decay value meaning "retrain with the pre-training λ"
+
+
+def configs(params: dict, finetune_weight_decay: float | None = None) -> list[dict]:
     """One config per pre-training task of ``params["transfers"]`` (``"SOURCE>TARGET"``), with the
     list of its targets; every other key is copied from the chapter's parameters (``profile`` is
-    not part of a run's identity)."""
+    not part of a run's identity).
+
+    ``finetune_weight_decay`` (default: the first of ``params["finetune_weight_decays"]``) is the
+    λ of every retraining; :data:`SAME_DECAY` (−1) retrains each network with its own pre-training
+    λ and is then left out of the config, so such runs keep the hash they had before the option
+    existed."""
     by_source: dict[str, list[str]] = {}
     for transfer in params["transfers"]:
         source, target = parse_transfer(transfer)
@@ -371,6 +381,12 @@ def configs(params: dict) -> list[dict]:
         if target not in by_source[source]:
             by_source[source].append(target)
     shared = {k: (list(params[k]) if isinstance(params[k], tuple) else params[k]) for k in RUN_KEYS}
+    if finetune_weight_decay is None:
+        finetune_weight_decay = list(params.get("finetune_weight_decays", [SAME_DECAY]))[0]
+    if finetune_weight_decay != SAME_DECAY:
+        if finetune_weight_decay < 0:
+            raise ValueError(f"finetune_weight_decay must be >= 0 or {SAME_DECAY}, got {finetune_weight_decay}")
+        shared["finetune_weight_decay"] = float(finetune_weight_decay)
     return [{"source": source, "targets": targets, **shared} for source, targets in by_source.items()]
 
 
@@ -396,6 +412,7 @@ def run(config: dict) -> dict:
     eps = config["eps"]
     index = _model_index(config)
     wds = index["weight_decay"].tolist()
+    ft_decay = config.get("finetune_weight_decay", SAME_DECAY)
     source = load_task(config["source"], config["n_pretrain"], config["n_val"], config["n_test"], device)
     shape = tuple(source["x_train"].shape[1:])
 
@@ -463,11 +480,12 @@ def run(config: dict) -> dict:
                     new, n_reset = intervene(net, intervention, eps, draw)
                     jobs.append({"model": s, "target": t, "fraction": fraction, "n_target": n,
                                  "steps": ft_steps, "intervention": intervention,
+                                 "finetune_weight_decay": wds[s] if ft_decay == SAME_DECAY else ft_decay,
                                  "n_reset": n_reset,
                                  "reset_frac": n_reset / sum(p.numel() for p in new.parameters()),
                                  "test_acc_before": train.evaluate(new, task["x_test"], task["y_test"])["acc"]})
                     ft_nets.append(new)
-                    ft_wds.append(wds[s])
+                    ft_wds.append(jobs[-1]["finetune_weight_decay"])
                     ft_gens.append(torch.Generator().manual_seed(1_000_000 + 1000 * seed + 10 * f_i + t_i))
 
             track = math.isclose(fraction, config["track_fraction"]) and "none" in interventions
@@ -528,4 +546,5 @@ __all__ = [
     "EXPERIMENT", "INTERVENTIONS", "GROUPS", "parse_task", "parse_transfer", "load_task",
     "build_model", "add_weight_decay", "train_stacked", "finetune_steps", "probe_schedule",
     "frozen_table", "weight_groups", "intervene", "dynamics_probe", "correlation", "configs", "run",
+    "SAME_DECAY",
 ]
