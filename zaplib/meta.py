@@ -360,7 +360,8 @@ def build_pretrain_model(config: dict) -> nn.Module:
 def pretrain_run(config: dict) -> dict:
     """Pre-train one model as ``config`` says and return what the chapter stores.
 
-    Config keys: ``method`` (iid | asb | meta_asb | anml), ``zap`` (bool), ``seed``,
+    Config keys: ``method`` (iid | asb | meta_asb | anml | untrained: the initial weights, a
+    baseline), ``zap`` (bool), ``seed``,
     ``channels``, ``nm_channels`` (ANML), ``head_outputs`` (1000 in the official code),
     ``split_seed``; i.i.d.: ``epochs``, ``batch_size``, ``lr``, ``zap_every``, ``zap_rows``
     (None = all), ``zap_fan_in``; episodic: ``episodes``, ``inner_lr``, ``outer_lr``, ``K``,
@@ -395,6 +396,8 @@ def pretrain_run(config: dict) -> dict:
             inner_params=anml_inner_params if method == "anml" else None,
             zap_bias=config.get("zap_bias", "zero"), generator=generator,
             record_every=max(1, config["episodes"] // 20))
+    elif method == "untrained":  # the baseline: features of the initialisation
+        records = pd.DataFrame({"epoch": [0]})
     else:
         raise ValueError(f"unknown pre-training method {method!r}")
     val = evaluate(model, bg.x_test, bg.y_test)

@@ -10,9 +10,10 @@ from __future__ import annotations
 from ..meta import PRETRAIN_EXPERIMENT, pretrain_run  # noqa: F401  (re-exported for the notebook)
 from ..transfer import TRANSFER_EXPERIMENT, run_protocol  # noqa: F401
 
-METHOD_LABELS = {"iid": "i.i.d.", "asb": "ASB", "meta_asb": "meta-ASB", "anml": "ANML"}
+METHOD_LABELS = {"untrained": "untrained", "iid": "i.i.d.", "asb": "ASB", "meta_asb": "meta-ASB",
+                 "anml": "ANML"}
 # relative cost of one unit of work, used only to submit the longest runs first (load balance)
-_COST = {"iid": 6.0, "asb": 0.07, "meta_asb": 0.2, "anml": 0.4}
+_COST = {"iid": 6.0, "asb": 0.07, "meta_asb": 0.2, "anml": 0.4, "untrained": 0.0}
 
 
 def label(method: str, zap: bool, fan_in: str = "row") -> str:
@@ -27,6 +28,8 @@ def pretrain_config(params, method: str, zap: bool, seed: int, fan_in: str = "ro
     """The plain config of one pre-training run (keys documented in :func:`zaplib.meta.pretrain_run`)."""
     config = {"method": method, "zap": bool(zap), "seed": int(seed), "channels": params["channels"],
               "head_outputs": 1000, "split_seed": 0, "zap_bias": "zero"}
+    if method == "untrained":
+        return config
     if method == "iid":
         config.update(epochs=params["iid_epochs"], batch_size=256, lr=params["iid_lr"])
         if zap:
@@ -41,14 +44,15 @@ def pretrain_config(params, method: str, zap: bool, seed: int, fan_in: str = "ro
 
 
 def _cost(config: dict) -> float:
-    units = config.get("epochs") or config.get("episodes")
+    units = config.get("epochs") or config.get("episodes") or 0
     return _COST[config["method"]] * units
 
 
 def pretrain_configs(params) -> list[dict]:
     """Every pre-training run of the chapter, longest first: i.i.d. and ASB ± zap on
-    ``pretrain_seeds``, meta-ASB ± zap on ``meta_seeds``, ANML (zap) on ``anml_seeds``."""
-    configs = []
+    ``pretrain_seeds``, meta-ASB ± zap on ``meta_seeds``, ANML (zap) on ``anml_seeds``, and the
+    untrained network on ``pretrain_seeds`` (what the features give before any pre-training)."""
+    configs = [pretrain_config(params, "untrained", False, s) for s in params["pretrain_seeds"]]
     for method, seeds in (("iid", params["pretrain_seeds"]), ("asb", params["pretrain_seeds"]),
                           ("meta_asb", params["meta_seeds"])):
         for zap in (False, True):
