@@ -3,11 +3,13 @@
 Static checks run everywhere. The browser tests need Debian's chromium + chromedriver and selenium
 and are skipped without them: they load two tiny hand-written sites, one that must pass and one
 with one defect of every kind, so each check is shown able to fail. The last test checks the real
-book and runs only when ``_build/html`` exists (build it first: ``jupyter-book build .``).
+book and runs only when ``_build/html`` exists (build it first: ``jupyter-book build .``), or the
+folder named by ``$BOOK_HTML`` (e.g. ``_build/smoke/_build/html``).
 """
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import struct
 import sys
@@ -156,10 +158,13 @@ def test_every_kind_of_defect_is_reported(tmp_path, capsys):
     assert "14 pages checked in" in out and "4 passed" in out
 
 
+BUILT_BOOK = Path(os.environ.get("BOOK_HTML") or ROOT / "_build" / "html")
+
+
 @needs_browser
-@pytest.mark.skipif(not (ROOT / "_build" / "html" / "index.html").is_file(),
-                    reason="no built book: run `jupyter-book build .` first")
+@pytest.mark.skipif(not (BUILT_BOOK / "index.html").is_file(),
+                    reason=f"no built book in {BUILT_BOOK}: run `jupyter-book build .` first (or set BOOK_HTML)")
 def test_built_book_passes_in_the_browser():
-    report = check.check_site(ROOT / "_build" / "html", timeout=60)
+    report = check.check_site(BUILT_BOOK, timeout=60)
     assert any(name.startswith("book/") for name in report.pages)
     assert report.ok, report.text()
