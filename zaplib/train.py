@@ -120,7 +120,7 @@ def _set_lr(optimizer, base_lrs, epoch, milestones, gamma) -> float:
 
 
 def _progress(total: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain tqdm: tqdm.auto warns in kernels without ipywidgets
 
     return tqdm(total=total, disable=not enabled, desc=desc, leave=False)
 
