@@ -679,8 +679,14 @@ def sweep_paths(configs: Sequence[dict], store=None, executor=None, progress: bo
                 if _load_prefix(cache, _prefix_key(p, len(p["path"]), get_device())) is None]
         if warm:
             runner.sweep(memoise_path, warm, executor=executor, progress=progress)
-    return runner.sweep(run_path, configs, executor=executor, store=store, experiment=EXPERIMENT,
-                        progress=progress)
+    # Longest paths first, so that two workers finish together rather than one idling at the end.
+    order = sorted(range(len(configs)), key=lambda i: -len(configs[i]["path"]))
+    done = runner.sweep(run_path, [configs[i] for i in order], executor=executor, store=store,
+                        experiment=EXPERIMENT, progress=progress)
+    results = [None] * len(configs)
+    for position, result in zip(order, done):
+        results[position] = result
+    return results
 
 
 def memoise_path(config: dict) -> dict:
