@@ -254,6 +254,10 @@ def make_driver(chromium: str, chromedriver: str, profile_dir: str, timeout: flo
 _INSPECT_PAGE = r"""
 const done = arguments[arguments.length - 1];
 (async () => {
+  // A large page may still be parsing when the driver hands over (e.g. on a busy machine).
+  while (document.readyState !== "complete" || !document.body) {
+    await new Promise(resolve => setTimeout(resolve, 50));
+  }
   const images = Array.from(document.images);
   for (const img of images) { img.loading = "eager"; img.scrollIntoView(); }
   window.scrollTo(0, document.body.scrollHeight);
