@@ -285,7 +285,24 @@ class _InputNormalization:
         return (x - self.mean) / self.std
 
 
-class ResNet(_InputNormalization, _PyTorchDefaultInit, nn.Module):
+class _ResNetTrunk(_InputNormalization):
+    """The forward pass shared by our CIFAR ResNet and the adapted torchvision ResNets: a stem
+    (``conv1``, ``bn1``), ``layer1..4``, global average pooling, and ``fc`` as the head."""
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.fc
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(self._normalize(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+class ResNet(_ResNetTrunk, _PyTorchDefaultInit, nn.Module):
     """ResNet with the CIFAR stem (3×3 conv, stride 1, no max-pool), as in LURE's code (reference
     notes) and the negative pre-training paper.
 
@@ -312,18 +329,6 @@ class ResNet(_InputNormalization, _PyTorchDefaultInit, nn.Module):
             setattr(self, f"layer{stage}", nn.Sequential(*layers))
         self.feature_dim = in_planes
         self.fc = nn.Linear(in_planes, num_classes)
-
-    @property
-    def head(self) -> nn.Linear:
-        return self.fc
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(self._normalize(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return F.adaptive_avg_pool2d(x, 1).flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
 
 
 def cifar_resnet18(num_classes: int = 10, width: int = 64, in_channels: int = 3,
@@ -362,7 +367,7 @@ class _TorchvisionInit:
         return pytorch_default_weight_std(module)
 
 
-class TorchvisionResNetCifar(_InputNormalization, _TorchvisionInit, nn.Module):
+class TorchvisionResNetCifar(_ResNetTrunk, _TorchvisionInit, nn.Module):
     """A torchvision ResNet with the CIFAR stem: its 7×7/2 conv replaced by 3×3/1 and no max-pool.
     The torchvision modules become this model's own attributes (``conv1``, ``bn1``,
     ``layer1``..``layer4``, ``fc``), so parameter names match :class:`ResNet`."""
@@ -379,18 +384,6 @@ class TorchvisionResNetCifar(_InputNormalization, _TorchvisionInit, nn.Module):
         self.fc = net.fc
         self.feature_dim = net.fc.in_features
         self.init_module(self.conv1)
-
-    @property
-    def head(self) -> nn.Linear:
-        return self.fc
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(self._normalize(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return F.adaptive_avg_pool2d(x, 1).flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
 
 
 class VGGCifar(_InputNormalization, _TorchvisionInit, nn.Module):
