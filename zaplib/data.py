@@ -424,9 +424,10 @@ def _as_input_dtype(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float32 in [0, 1]; floating input is returned unchanged."""
+    """uint8 images -> floats in [0, 1] (torch's default dtype, float32 unless changed);
+    floating input is returned unchanged."""
     if x.dtype == torch.uint8:
-        return x.float().div_(255)
+        return x.to(torch.get_default_dtype()).div_(255)
     if x.is_floating_point():
         return x
     raise TypeError(f"to_float expects uint8 or floating images, got {x.dtype}")

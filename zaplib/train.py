@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import samplers
+from .data import to_float
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Augment = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
@@ -57,11 +58,11 @@ RECORD_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr
 
 # ----------------------------------------------------------------------------- helpers
 def as_float(x: torch.Tensor) -> torch.Tensor:
-    """A batch as floats: uint8 images become ``x / 255`` in [0, 1] (the ``data.to_float``
-    convention) in the default dtype; float tensors pass through unchanged."""
-    if x.dtype == torch.uint8:
-        return x.to(torch.get_default_dtype()).div_(255.0)
-    return x if x.is_floating_point() else x.to(torch.get_default_dtype())
+    """A batch as floats: uint8 images and float tensors as :func:`zaplib.data.to_float` does
+    (``x / 255`` in the default dtype; floats unchanged); other integer tensors are cast."""
+    if x.dtype == torch.uint8 or x.is_floating_point():
+        return to_float(x)
+    return x.to(torch.get_default_dtype())
 
 
 def make_optimizer(
