@@ -410,3 +410,39 @@ def test_book_at_another_profile_executes_a_staged_copy_and_keeps_the_committed_
     outputs = nbformat.read(staged / "book" / "tiny.ipynb", as_version=4).cells[-1].outputs
     assert outputs[0].text == "n is 2\n"  # the smoke profile's n
 
+
+
+def test_book_skips_a_chapter_only_while_its_fingerprint_holds(tmp_path, monkeypatch):
+    """An executed notebook is re-used exactly while its parameters, cells, zaplib sources and the
+    stored runs of its experiments are unchanged; any change (or ``force``) re-executes it."""
+    import papermill
+
+    monkeypatch.setenv("ZAPLIB_RESULTS", str(tmp_path / "results"))
+    (tmp_path / "book").mkdir()
+    _tiny_notebook(tmp_path / "book" / "tiny.ipynb", "print('n is', n)")
+    chapter = Chapter("tiny", "book/tiny.ipynb", TINY.params, TINY.profiles, experiments=("exp",))
+    registry = {"tiny": chapter}
+    executions = []
+    real_execute = papermill.execute_notebook
+    monkeypatch.setattr(papermill, "execute_notebook",
+                        lambda *a, **k: executions.append(1) or real_execute(*a, **k))
+
+    def book(**kw):
+        runner.build_book("quick", registry=registry, root=tmp_path, build=False, **kw)
+        return len(executions)
+
+    assert book() == 1                                   # never executed: runs
+    assert runner.is_up_to_date(chapter, "quick", root=tmp_path)
+    assert book() == 1                                   # unchanged: skipped
+    assert not runner.is_up_to_date(chapter, "quick", params={"n": 5}, root=tmp_path)
+    assert not runner.is_up_to_date(chapter, "smoke", root=tmp_path)
+    assert book(force=True) == 2                         # forced: runs
+    Store().save("exp", {"x": 1}, {"summary": {"y": 1}})  # a new stored run of its experiment
+    assert book() == 3
+    Store().save("other", {"x": 1}, {"summary": {"y": 1}})  # another chapter's experiment: no effect
+    assert book() == 3
+    executed = nbformat.read(tmp_path / "book" / "tiny.ipynb", as_version=4)
+    executed.cells[-1].source = "print('n is now', n)"     # a reader edits a cell
+    nbformat.write(executed, tmp_path / "book" / "tiny.ipynb")
+    assert book() == 4
+    assert nbformat.read(tmp_path / "book" / "tiny.ipynb", as_version=4).cells[-1].outputs[0].text == "n is now 1\n"

@@ -47,6 +47,8 @@ class Chapter:
     profiles: dict[str, dict[str, Any]]
     title: str = ""
     description: str = field(default="", compare=False)
+    #: store experiments the notebook reads; their stored files are part of its up-to-date check
+    experiments: tuple[str, ...] = ()
 
     def __post_init__(self):
         # Plain tuples are accepted for brevity: (type, default, help[, choices]).
@@ -69,6 +71,7 @@ class Chapter:
 # ---------------------------------------------------------------------------------------------
 
 TOOLKIT = Chapter(
+    experiments=("toolkit",),
     name="toolkit",
     title="A tour of the reset vocabulary",
     notebook="book/toolkit.ipynb",
@@ -104,6 +107,7 @@ TOOLKIT = Chapter(
 )
 
 ZAPPING = Chapter(
+    experiments=("zapping-pretrain", "zapping-transfer"),
     name="zapping",
     title="Reset it and forget it: zapping, ASB and meta-ASB",
     notebook="book/zapping.ipynb",
@@ -168,6 +172,7 @@ ZAPPING = Chapter(
 )
 
 NEGATIVE_PRETRAINING = Chapter(
+    experiments=("negative_pretraining",),
     name="negative_pretraining",
     title="The negative pre-training effect and three ways to fix it",
     notebook="book/negative_pretraining.ipynb",
@@ -231,6 +236,7 @@ REGISTRY: dict[str, Chapter] = {chapter.name: chapter for chapter in (TOOLKIT, Z
 REGISTRY[NEGATIVE_PRETRAINING.name] = NEGATIVE_PRETRAINING
 
 LURE = Chapter(
+    experiments=("lure_stream",),
     name="lure",
     title="Learn, unlearn, relearn: mega-batch streams",
     notebook="book/lure.ipynb",
@@ -313,6 +319,7 @@ LURE = Chapter(
 REGISTRY[LURE.name] = LURE
 
 FROZEN_WEIGHTS = Chapter(
+    experiments=("frozen_weights",),
     name="frozen_weights",
     title="Mutually frozen weights: weight decay, plasticity vs invariance, and resets",
     notebook="book/frozen_weights.ipynb",

@@ -303,6 +303,7 @@ def run_chapter(
             print(f"zaplib: chapter {chapter.name!r} failed; executed part in {failed}", file=sys.stderr)
         raise
     _relative_papermill_paths(partial, notebook, target, root)
+    _record_fingerprint(partial, chapter, parameters, profile or DEFAULT_PROFILE)
     os.replace(partial, target)
     return target
 
@@ -322,6 +323,87 @@ def _relative_papermill_paths(partial: Path, notebook: Path, target: Path, root:
     nbformat.write(executed, partial)
 
 
+# ---------------------------------------------------------------------------------------------
+# Up-to-date check: `make book` skips a chapter whose executed notebook already shows this exact
+# computation, like make skips a fresh target.
+# ---------------------------------------------------------------------------------------------
+FINGERPRINT_KEY = "zaplib"
+
+
+def _zaplib_sources_digest() -> str:
+    """sha256 over every ``.py`` of the installed zaplib (relative path and bytes)."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _stored_files(results_root: Path, experiments: Iterable[str]) -> list[list]:
+    """(path, size) of every finished run's file of ``experiments``; checkpoints (``.pt``, which may be
+    git-ignored and recomputed) and temporary folders of runs in flight are left out."""
+    listing = []
+    for experiment in sorted(experiments):
+        folder = results_root / experiment
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(results_root)
+            if (path.is_file() and not any(part.startswith(".") for part in relative.parts)
+                    and ".pt" not in path.suffixes):
+                listing.append([relative.as_posix(), path.stat().st_size])
+    return listing
+
+
+def _notebook_inputs(notebook) -> list[list[str]]:
+    """The cells a reader wrote (type and source), without outputs and without papermill's
+    injected-parameters cell (its values are fingerprinted as parameters)."""
+    return [[cell.cell_type, cell.source] for cell in notebook.cells
+            if "injected-parameters" not in cell.metadata.get("tags", [])]
+
+
+def chapter_fingerprint(chapter: Chapter, parameters: dict, notebook, results_root: Path) -> str:
+    """What an executed chapter depends on, hashed: its resolved parameters, its notebook's cells,
+    the zaplib sources, and the stored runs of the experiments it reads (``chapter.experiments``).
+    Two executions with equal fingerprints show the same numbers (every run is a pure function
+    of its config), so :func:`build_book` need not repeat the second."""
+    return config_hash({
+        "parameters": {k: list(v) if isinstance(v, tuple) else v for k, v in parameters.items()},
+        "notebook": _notebook_inputs(notebook),
+        "zaplib": _zaplib_sources_digest(),
+        "results": _stored_files(Path(results_root), chapter.experiments),
+    })
+
+
+def is_up_to_date(chapter: Chapter | str, profile: str | None = None, *, params: dict | None = None,
+                  registry: dict[str, Chapter] | None = None, root=None) -> bool:
+    """Whether the chapter's notebook was executed by :func:`run_chapter` with exactly these
+    parameters, notebook cells, zaplib sources and stored runs (see :func:`chapter_fingerprint`)."""
+    import nbformat
+
+    chapter = get_chapter(chapter, registry) if isinstance(chapter, str) else chapter
+    notebook_path = (Path(root) if root is not None else project_root()) / chapter.notebook
+    if not notebook_path.exists():
+        return False
+    notebook = nbformat.read(notebook_path, as_version=4)
+    recorded = notebook.metadata.get(FINGERPRINT_KEY, {}).get("fingerprint")
+    current = chapter_fingerprint(chapter, resolve_params(chapter, params, profile), notebook, Store().root)
+    return recorded == current
+
+
+def _record_fingerprint(partial: Path, chapter: Chapter, parameters: dict, profile: str) -> None:
+    """Stamp the executed notebook with its fingerprint, computed *after* execution so that the runs
+    it just stored count as its inputs."""
+    import nbformat
+
+    executed = nbformat.read(partial, as_version=4)
+    executed.metadata[FINGERPRINT_KEY] = {
+        "fingerprint": chapter_fingerprint(chapter, parameters, executed, Store().root),
+        "profile": profile,
+    }
+    nbformat.write(executed, partial)
+
+
 BOOK_FILES = ("_config.yml", "_toc.yml", "book", "_static")
 
 
@@ -332,7 +414,8 @@ def build_book(profile: str = DEFAULT_PROFILE, *, force: bool = False, scheduler
     ``quick`` executes the chapters in place (the committed notebooks) and builds ``_build/html``.
     Any other profile first copies the book (:data:`BOOK_FILES`) to ``_build/<profile>/`` and
     executes there, so the committed quick notebooks are never overwritten; its HTML lands in
-    ``_build/<profile>/_build/html``. Stored results are reused unless ``force``."""
+    ``_build/<profile>/_build/html``. Stored results are reused unless ``force``; a chapter whose
+    notebook is up to date (:func:`is_up_to_date`) is not re-executed unless ``force``."""
     registry = REGISTRY if registry is None else registry
     root = Path(root) if root is not None else project_root()
     site = root
@@ -346,6 +429,10 @@ def build_book(profile: str = DEFAULT_PROFILE, *, force: bool = False, scheduler
                 site.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(root / name, site / name)
     for chapter in registry.values():
+        if not force and is_up_to_date(chapter, profile, root=site):
+            print(f"zaplib: chapter {chapter.name!r} is up to date (profile {profile}); "
+                  "not re-executed (--force re-executes it)", file=sys.stderr)
+            continue
         print(f"zaplib: running chapter {chapter.name!r} (profile {profile})", file=sys.stderr)
         run_chapter(chapter, profile=profile, force=force, scheduler=scheduler, workers=workers,
                     root=site)
