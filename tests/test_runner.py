@@ -397,18 +397,19 @@ def test_bad_parameters_execute_nothing(tmp_path, monkeypatch):
         runner.run_chapter("tiny", {"n": "1.5"}, registry=registry, root=tmp_path)
 
 
-def test_book_at_another_profile_executes_a_staged_copy_and_keeps_the_committed_notebooks(tmp_path):
+def test_book_at_another_profile_executes_a_staged_copy_and_keeps_the_committed_notebooks(tmp_path, monkeypatch):
     (tmp_path / "book").mkdir()
     (tmp_path / "_toc.yml").write_text("root: book/tiny\n")
-    _tiny_notebook(tmp_path / "book" / "tiny.ipynb", "print('n is', n)")
+    _tiny_notebook(tmp_path / "book" / "tiny.ipynb", "import os\nprint('n is', n)\nprint(os.environ['ZAPLIB_RESULTS'])")
     committed = (tmp_path / "book" / "tiny.ipynb").read_bytes()
     chapter = Chapter("tiny", "book/tiny.ipynb", TINY.params, TINY.profiles)
+    monkeypatch.delenv("ZAPLIB_RESULTS", raising=False)
     html = runner.build_book("smoke", registry={"tiny": chapter}, root=tmp_path, build=False)
     staged = tmp_path / "_build" / "smoke"
     assert html == staged / "_build" / "html" and (staged / "_toc.yml").exists()
     assert (tmp_path / "book" / "tiny.ipynb").read_bytes() == committed
     outputs = nbformat.read(staged / "book" / "tiny.ipynb", as_version=4).cells[-1].outputs
-    assert outputs[0].text == "n is 2\n"  # the smoke profile's n
+    assert outputs[0].text == f"n is 2\n{staged / 'results'}\n"  # smoke's n; smoke's own scratch store
 
 
 

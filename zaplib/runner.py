@@ -415,7 +415,9 @@ def build_book(profile: str = DEFAULT_PROFILE, *, force: bool = False, scheduler
     Any other profile first copies the book (:data:`BOOK_FILES`) to ``_build/<profile>/`` and
     executes there, so the committed quick notebooks are never overwritten; its HTML lands in
     ``_build/<profile>/_build/html``. Stored results are reused unless ``force``; a chapter whose
-    notebook is up to date (:func:`is_up_to_date`) is not re-executed unless ``force``."""
+    notebook is up to date (:func:`is_up_to_date`) is not re-executed unless ``force``. ``smoke`` runs
+    go to a scratch store, ``_build/smoke/results`` (unless ``ZAPLIB_RESULTS`` is set), so they
+    never mix with the committed ``results/``."""
     registry = REGISTRY if registry is None else registry
     root = Path(root) if root is not None else project_root()
     site = root
@@ -428,18 +430,24 @@ def build_book(profile: str = DEFAULT_PROFILE, *, force: bool = False, scheduler
             elif (root / name).exists():
                 site.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(root / name, site / name)
-    for chapter in registry.values():
-        if not force and is_up_to_date(chapter, profile, root=site):
-            print(f"zaplib: chapter {chapter.name!r} is up to date (profile {profile}); "
-                  "not re-executed (--force re-executes it)", file=sys.stderr)
-            continue
-        print(f"zaplib: running chapter {chapter.name!r} (profile {profile})", file=sys.stderr)
-        run_chapter(chapter, profile=profile, force=force, scheduler=scheduler, workers=workers,
-                    root=site)
+    # smoke runs only prove the notebooks execute: their runs stay out of the committed store
+    scratch_store = str(site / "results") if profile == "smoke" and "ZAPLIB_RESULTS" not in os.environ else None
+    with _environment(ZAPLIB_RESULTS=scratch_store):
+        _run_chapters(registry, profile, site, force=force, scheduler=scheduler, workers=workers)
     if build:
         jupyter_book = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or "jupyter-book"
         subprocess.run([jupyter_book, "build", str(site)], check=True)
     return site / "_build" / "html"
+
+
+def _run_chapters(registry, profile, site, **options):
+    for chapter in registry.values():
+        if not options["force"] and is_up_to_date(chapter, profile, root=site):
+            print(f"zaplib: chapter {chapter.name!r} is up to date (profile {profile}); "
+                  "not re-executed (--force re-executes it)", file=sys.stderr)
+            continue
+        print(f"zaplib: running chapter {chapter.name!r} (profile {profile})", file=sys.stderr)
+        run_chapter(chapter, profile=profile, root=site, **options)
 
 
 # =============================================================================================
