@@ -16,12 +16,13 @@ ifeq ($(origin ZAPLIB_DATA), undefined)
   endif
 endif
 
-.PHONY: venv test book book-html book-check bench clean-book help
+.PHONY: venv test book book-html book-check book-status bench clean-book help
 
 help:
 	@echo "make book [PROFILE=quick|smoke|paper]  execute chapters and build _build/html"
 	@echo "make test                              run the tests"
 	@echo "make book-check                        load every page of _build/html in headless Chromium"
+	@echo "make book-status                       are the committed notebooks up to date? (exit 1 if not)"
 	@echo "make bench                             speed benchmarks (benchmarks/results/*.json)"
 
 $(STAMP): pyproject.toml
@@ -42,6 +43,9 @@ book: $(STAMP)
 
 book-check: $(STAMP)
 	$(PY) tools/check_book_html.py $(if $(filter quick,$(PROFILE)),_build/html,_build/$(PROFILE)/_build/html)
+
+book-status: $(STAMP)
+	$(PY) -m zaplib status
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_core.py

@@ -1,12 +1,13 @@
-"""Command line: ``python -m zaplib list | run CHAPTER|all | book``.
+"""Command line: ``python -m zaplib list | run CHAPTER|all | book | status``.
 
     python -m zaplib list                                   # chapters, parameters, types, profiles
     python -m zaplib run toolkit --profile smoke -p seeds 0,1 --force
     python -m zaplib run all --workers 2                    # every chapter, 2 local processes per sweep
     python -m zaplib run lure --scheduler tcp://host:8786   # sweeps on a Dask cluster
     python -m zaplib book --profile quick                   # run every chapter, then jupyter-book build
+    python -m zaplib status                                 # which committed notebooks are up to date
 
-Exit codes: 0 success, 1 a chapter failed, 2 bad usage (unknown chapter, parameter or type) — in
+Exit codes: 0 success, 1 a chapter failed (``status``: a notebook is stale), 2 bad usage (unknown chapter, parameter or type) — in
 which case nothing was executed.
 """
 from __future__ import annotations
@@ -77,6 +78,21 @@ def _book(args) -> int:
     return 0
 
 
+def _status(args) -> int:
+    from . import runner
+
+    stale = []
+    for name in REGISTRY:
+        fresh = runner.is_up_to_date(name, args.profile)
+        print(f"{name:22s} {'up to date' if fresh else 'STALE: make book re-executes it'}")
+        if not fresh:
+            stale.append(name)
+    if stale:
+        print(f"{len(stale)} notebook(s) not executed with the current parameters, cells, zaplib and "
+              f"stored runs: {', '.join(stale)}", file=sys.stderr)
+    return 1 if stale else 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zaplib", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,10 +117,13 @@ def main(argv=None) -> int:
     book = commands.add_parser("book", help="run every chapter, then build the HTML with jupyter-book")
     execution_options(book)
 
+    status = commands.add_parser("status", help="is each chapter's notebook up to date (exit 1 if not)?")
+    status.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE)
+
     args = parser.parse_args(argv)
     if getattr(args, "profile", None) is None and args.command == "book":
         args.profile = DEFAULT_PROFILE
-    return {"list": _list, "run": _run, "book": _book}[args.command](args)
+    return {"list": _list, "run": _run, "book": _book, "status": _status}[args.command](args)
 
 
 if __name__ == "__main__":
