@@ -7,6 +7,15 @@ image through one probe's head, forward + update). Both are timed on a prefix of
 where the full run would take too long, and the full run extrapolated (a step's cost does not
 depend on its position); evaluations are excluded from both.
 
+Memory-traffic floor. Exact Alg. 2 with Adam (the official optimiser) touches every element of every
+head at every step: the softmax gradient (p − e_y) fᵀ is dense, and Adam moves even elements with a
+zero gradient. A fused kernel must at least read W, m, v and write them back: 24 bytes per element
+and probe-step in float32. ``memory_floor_s`` is that traffic for the whole run divided by the copy
+bandwidth measured here (a large ``Tensor.copy_``), a bound no CPU implementation of exact Adam
+can beat unless the probes' state (``probe_state_mb``) stays in cache — as it does at quick size,
+where the measured run beats this "floor". It is what decides whether a goal such as "the
+paper's grid in two minutes" is reachable.
+
 Run under the heavy-compute lock:  flock /tmp/zaplib-heavy.lock .venv/bin/python benchmarks/bench_transfer.py
 Writes ``benchmarks/results/bench_transfer.json`` and prints a table. ``--threads`` (default 1).
 """
@@ -35,7 +44,20 @@ def _features(D, P, n, seed=0):
     return torch.relu(centres + 0.3 * torch.randn(P, n, D, generator=g))
 
 
-def bench_case(name, D, N, T, L, lock_steps, ref_steps):
+def copy_bandwidth_gb_s(mbytes: int = 512, repeats: int = 5) -> float:
+    """Read + write bandwidth of one large float32 copy (GB/s counting both directions)."""
+    src = torch.rand(mbytes * 2**20 // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = float("inf")
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - tic)
+    return 2 * src.numel() * 4 / best / 1e9
+
+
+def bench_case(name, D, N, T, L, lock_steps, ref_steps, bandwidth=None):
     train, test = _features(D, N, 15), _features(D, N, 5, seed=1)
     lrs = [10 ** (-4 + 3 * i / max(L - 1, 1)) for i in range(L)]
     # lock-step: the whole trajectory, or a prefix (the cost of a step is fixed by S * N * D)
@@ -70,6 +92,9 @@ def bench_case(name, D, N, T, L, lock_steps, ref_steps):
         "reference_ms_per_probe_step": round(1e3 * ref_per_step, 4),
         "reference_full_run_s": round(ref_per_step * full_probe_steps, 1),
         "speedup": round(ref_per_step / lock_per_step, 1),
+        # the floor assumes the state streams from memory: it does not bind when it fits in cache
+        "probe_state_mb": round(12 * N * D * T * L / 2**20, 1),
+        "memory_floor_s": None if bandwidth is None else round(24 * N * D * full_probe_steps / (bandwidth * 1e9), 1),
     }
 
 
@@ -80,7 +105,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    rows = [bench_case(*case) for case in CASES]
+    bandwidth = copy_bandwidth_gb_s()
+    print(f"copy bandwidth: {bandwidth:.1f} GB/s (read + write)")
+    rows = [bench_case(*case, bandwidth=bandwidth) for case in CASES]
     print(f"{'case':48s} {'probes':>6s} {'lock ms/step':>12s} {'ref ms/step':>11s} {'speed-up':>8s} "
           f"{'lock full s':>11s} {'ref full s':>10s}")
     for r in rows:
@@ -89,7 +116,11 @@ def main(argv=None):
               f"{r['lockstep_full_run_s']:11.1f} {r['reference_full_run_s']:10.1f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    for r in rows:
+        print(f"{r['case']}: W, m, v of all probes {r['probe_state_mb']:.0f} MB; if streamed from memory, "
+              f"exact Adam needs ≥ {r['memory_floor_s']:.0f} s")
     out.write_text(json.dumps({"threads": args.threads, "torch": torch.__version__,
+                               "copy_bandwidth_gb_s": round(bandwidth, 2),
                                "machine": platform.machine(), "cases": rows}, indent=1) + "\n")
     print(f"wrote {out}")
 
