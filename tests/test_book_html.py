@@ -168,3 +168,23 @@ def test_built_book_passes_in_the_browser():
     report = check.check_site(BUILT_BOOK, timeout=60)
     assert any(name.startswith("book/") for name in report.pages)
     assert report.ok, report.text()
+
+
+def test_network_log_flags_external_and_failed_page_requests_but_not_unattributed_failures():
+    """A failure reported for a request the page never sent (Chromium's own speculative DNS work
+    for an external link, offline) is not the site's fault; the page's own requests are checked."""
+    import json as _json
+
+    def entry(method, **params):
+        return {"message": _json.dumps({"message": {"method": method, "params": params}})}
+
+    log = [
+        entry("Network.requestWillBeSent", requestId="1", request={"url": "http://127.0.0.1:8000/a.png"}),
+        entry("Network.loadingFailed", requestId="1", errorText="net::ERR_FILE_NOT_FOUND"),
+        entry("Network.requestWillBeSent", requestId="2", request={"url": "https://cdn.example.org/x.js"}),
+        entry("Network.loadingFailed", requestId="3", errorText="net::ERR_NAME_NOT_RESOLVED"),
+        entry("Network.loadingFailed", requestId="1", errorText="net::ERR_ABORTED", canceled=True),
+    ]
+    problems = check._network_problems(log)
+    assert problems == ["request failed (net::ERR_FILE_NOT_FOUND): http://127.0.0.1:8000/a.png",
+                        "request to another host: https://cdn.example.org/x.js"]

@@ -50,6 +50,7 @@ CHROMIUM_FLAGS = (
     "--no-sandbox",
     "--disable-gpu",
     "--disable-background-networking",
+    "--dns-prefetch-disable",
     "--disable-component-update",
     "--disable-sync",
     "--disable-default-apps",
@@ -319,7 +320,11 @@ def _network_problems(entries: list[dict]) -> list[str]:
             if status >= 400:
                 problems.append(f"HTTP {status}: {params['response']['url']}")
         elif method == "Network.loadingFailed" and not params.get("canceled"):
-            url = urls.get(params.get("requestId"), "?")
+            if params.get("requestId") not in urls:
+                # Not a request of this page (no requestWillBeSent in its log): Chromium's own
+                # speculative DNS/preconnect work for an external link can fail like this offline.
+                continue
+            url = urls[params["requestId"]]
             if not is_external(url):  # external requests are reported above already
                 problems.append(f"request failed ({params.get('errorText')}): {url}")
     return problems

@@ -207,7 +207,7 @@ NEGATIVE_PRETRAINING = Chapter(
         "contrast_start": (float, 0.0, "contrast level of the source task (0 = the 10% floor)"),
         "shift_start": (float, 4.0, "random-shift width (px) of the source task"),
         "n_steps": (list[int], [2, 3], "intervention B: numbers of tasks N on the 1-D paths"),
-        "n_steps_2d": (list[int], [3], "numbers of tasks N on the 2-D paths (N=2 is the 1-D jump)"),
+        "n_steps_2d": (list[int], [2, 3], "numbers of tasks N on the 2-D paths (N=2: the direct jump from the 2-D source)"),
         "paths_2d": (list[str], ["blur+contrast", "blur+shift"], "2-D paths, transform pairs a+b (each: 3 orders)"),
         "bias_shift": (float, 0.01, "intervention C: what the bias reset adds to every bias"),
         "control": (bool, True, "also run clean → clean with the first task's process (own control)"),
@@ -227,7 +227,7 @@ NEGATIVE_PRETRAINING = Chapter(
                   "model": "resnet18", "width": 64, "resolution": 0, "n_train": 0, "n_val": 5000,
                   "lr": 1e-3, "lr_factors": [0.5, 2.0], "first_epochs": 0, "patience": 50,
                   "disc_max_epochs": 100, "disc_patience": 20, "blur_k": 4.0, "shift_start": 8.0,
-                  "n_steps": [2, 3, 5, 10], "n_steps_2d": [3, 5],
+                  "n_steps": [2, 3, 5, 10], "n_steps_2d": [2, 3, 5],
                   "paths_2d": ["blur+contrast", "blur+shift"], "hessian_iters": 20},
     },
 )
