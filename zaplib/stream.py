@@ -13,8 +13,8 @@ The stream (LURE §3 "Learn", §4, App. A.2; Caccia et al. 2021):
 - Replay (:func:`replay_schedule`, App. Alg. 1 lines 3–6 and §5.2): ``full`` trains on the union of
   all mega-batches so far; ``none`` on the current one only; ``buffered`` on the current one plus a
   buffer that, after each mega-batch, grows by ``buffer_size`` train (``buffer_size_val`` val)
-  indices drawn from that stage's training (validation) list — LURE's code (buffer 182; the paper
-  says 186/187).
+  indices drawn from that stage's training (validation) list — LURE's code (which adds 182; the
+  paper says 186/187, our default is 186).
 - Per mega-batch (App. A.2 "Implementation details"): SGD momentum 0.9, weight decay 1e-4, lr 0.1
   ×0.1 at epochs 20 and 40, batch 64, 50 epochs, no early stopping; the lr is reset to 0.1 at each
   new mega-batch while the optimiser's momentum state is kept; the best-validation-accuracy epoch's
@@ -65,7 +65,7 @@ DEFAULT_CONFIG: dict = {
     "n_megabatches": 8,
     "val_fraction": 0.1,
     "replay": "full",              # full | buffered | none
-    "buffer_size": 182,            # buffered replay: train indices added per mega-batch (code: 182)
+    "buffer_size": 186,            # buffered replay: train indices added per mega-batch (paper: 186; code: 182)
     "buffer_size_val": None,       # ... validation indices (None: buffer_size, as the code)
     "label_noise": 0.0,            # symmetric label noise on the training pool (§6.3)
     # model
@@ -165,7 +165,7 @@ def cut_stream(n: int, n_megabatches: int, val_fraction: float = 0.1,
 
 
 def replay_schedule(stream: Sequence[tuple[torch.Tensor, torch.Tensor]], replay: str = "full",
-                    buffer_size: int = 182, buffer_size_val: int | None = None,
+                    buffer_size: int = 186, buffer_size_val: int | None = None,
                     generator: torch.Generator | None = None
                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield, for each mega-batch in turn, the (train, validation) indices trained on at that stage.
