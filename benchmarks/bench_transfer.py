@@ -114,11 +114,11 @@ def main(argv=None):
         print(f"{r['case']:48s} {r['probes']:6d} {r['lockstep_ms_per_probe_step']:12.4f} "
               f"{r['reference_ms_per_probe_step']:11.4f} {r['speedup']:7.1f}x "
               f"{r['lockstep_full_run_s']:11.1f} {r['reference_full_run_s']:10.1f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     for r in rows:
         print(f"{r['case']}: W, m, v of all probes {r['probe_state_mb']:.0f} MB; if streamed from memory, "
               f"exact Adam needs ≥ {r['memory_floor_s']:.0f} s")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"threads": args.threads, "torch": torch.__version__,
                                "copy_bandwidth_gb_s": round(bandwidth, 2),
                                "machine": platform.machine(), "cases": rows}, indent=1) + "\n")

@@ -302,25 +302,25 @@ def run_chapter(
             shutil.move(str(partial), failed)
             print(f"zaplib: chapter {chapter.name!r} failed; executed part in {failed}", file=sys.stderr)
         raise
-    _relative_papermill_paths(partial, notebook, target, root)
-    _record_fingerprint(partial, chapter, parameters, profile or DEFAULT_PROFILE)
+    import nbformat
+
+    executed = nbformat.read(partial, as_version=4)
+    _relative_papermill_paths(executed, notebook, target, root)
+    _record_fingerprint(executed, chapter, parameters, profile or DEFAULT_PROFILE)
+    nbformat.write(executed, partial)
     os.replace(partial, target)
     return target
 
 
-def _relative_papermill_paths(partial: Path, notebook: Path, target: Path, root: Path):
+def _relative_papermill_paths(executed, notebook: Path, target: Path, root: Path) -> None:
     """papermill records absolute input/output paths (here: the temporary file); record the
     paths relative to the project instead, so committed notebooks do not carry local paths."""
-    import nbformat
-
-    executed = nbformat.read(partial, as_version=4)
     record = executed.metadata.get("papermill", {})
 
     def shown(path: Path) -> str:
         return str(path.relative_to(root.resolve())) if path.is_relative_to(root.resolve()) else path.name
 
     record["input_path"], record["output_path"] = shown(notebook), shown(target)
-    nbformat.write(executed, partial)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,8 +367,8 @@ def chapter_fingerprint(chapter: Chapter, parameters: dict, notebook, results_ro
     the zaplib sources, and the stored runs of the experiments it reads (``chapter.experiments``).
     Two executions with equal fingerprints show the same numbers (every run is a pure function
     of its config), so :func:`build_book` need not repeat the second."""
-    return config_hash({
-        "parameters": {k: list(v) if isinstance(v, tuple) else v for k, v in parameters.items()},
+    return config_hash({  # canonical JSON: tuple-valued parameters hash as the lists papermill passes
+        "parameters": parameters,
         "notebook": _notebook_inputs(notebook),
         "zaplib": _zaplib_sources_digest(),
         "results": _stored_files(Path(results_root), chapter.experiments),
@@ -391,17 +391,13 @@ def is_up_to_date(chapter: Chapter | str, profile: str | None = None, *, params:
     return recorded == current
 
 
-def _record_fingerprint(partial: Path, chapter: Chapter, parameters: dict, profile: str) -> None:
+def _record_fingerprint(executed, chapter: Chapter, parameters: dict, profile: str) -> None:
     """Stamp the executed notebook with its fingerprint, computed *after* execution so that the runs
     it just stored count as its inputs."""
-    import nbformat
-
-    executed = nbformat.read(partial, as_version=4)
     executed.metadata[FINGERPRINT_KEY] = {
         "fingerprint": chapter_fingerprint(chapter, parameters, executed, Store().root),
         "profile": profile,
     }
-    nbformat.write(executed, partial)
 
 
 BOOK_FILES = ("_config.yml", "_toc.yml", "book", "_static")
