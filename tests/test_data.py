@@ -161,7 +161,7 @@ def test_missing_file_error_names_file_root_and_fix(tmp_root):
     assert "python -m zaplib.data prepare mnist" in message and "ZAPLIB_DATA" in message
     assert isinstance(info.value, FileNotFoundError)
     with pytest.raises(ValueError, match="unknown dataset"):
-        data.resolve("svhn")
+        data.resolve("cifar100")
 
 
 def test_data_root_defaults_to_user_cache(monkeypatch, tmp_path):
@@ -435,6 +435,34 @@ def test_prepare_cifar10_round_trip(tmp_root, tmp_path, monkeypatch):
     assert torch.equal(ds.y_test, torch.tensor(labels[10:]))
 
 
+def test_prepare_svhn_round_trip(tmp_root, tmp_path, monkeypatch):
+    import scipy.io
+    import torchvision
+
+    # torchvision checks the md5 of the real .mat files; these tiny ones cannot match
+    monkeypatch.setattr(torchvision.datasets.SVHN, "_check_integrity", lambda self: True)
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    nhwc = {"train": rng.integers(0, 256, (7, 32, 32, 3), dtype=np.uint8),
+            "test": rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)}
+    digits = {"train": np.array([0, 1, 2, 9, 0, 5, 3]), "test": np.array([4, 0, 8, 7])}
+    for split in ("train", "test"):
+        # the .mat layout: X is (H, W, C, N) and the digit 0 is stored as label 10
+        scipy.io.savemat(folder / f"{split}_32x32.mat",
+                         {"X": nhwc[split].transpose(1, 2, 3, 0),
+                          "y": np.where(digits[split] == 0, 10, digits[split])[:, None]})
+    data.main(["prepare", "svhn", "--download-dir", str(folder), "--no-download"])
+    with np.load(tmp_root / "svhn.npz") as written:
+        assert written.files == list(data.CLASSIFICATION_KEYS)
+        assert written["x_train"].shape == (7, 32, 32, 3)  # HWC on disk, like CIFAR-10
+        assert np.array_equal(written["x_test"], nhwc["test"])
+        assert written["y_train"].tolist() == digits["train"].tolist()  # 10 -> 0
+    ds = data.load("svhn", device="cpu")
+    assert torch.equal(ds.x_train, torch.from_numpy(nhwc["train"]).permute(0, 3, 1, 2))
+    assert ds.y_test.tolist() == digits["test"].tolist()
+
+
 def test_prepare_omniglot_round_trip(tmp_root, tmp_path):
     from PIL import Image
 
@@ -485,5 +513,5 @@ def test_prepared_omniglot28_matches_shared_file():
 
 def test_cli_rejects_unknown_dataset(capsys):
     with pytest.raises(SystemExit):
-        data.main(["prepare", "svhn"])
+        data.main(["prepare", "cifar100"])
     assert "invalid choice" in capsys.readouterr().err

@@ -99,6 +99,20 @@ def test_cifar_resnet18_names_width_and_normalisation():
     assert raw.mean is None
 
 
+def test_cifar_resnet10_is_resnet18_with_one_block_per_stage():
+    small, big = models.cifar_resnet10(width=4), models.cifar_resnet18(width=4)
+    assert [len(getattr(small, f"layer{i}")) for i in range(1, 5)] == [1, 1, 1, 1]
+    assert [len(getattr(big, f"layer{i}")) for i in range(1, 5)] == [2, 2, 2, 2]
+    convs = [m for m in small.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(convs) == 1 + 4 * 2  # stem + two 3x3 convs per block: the "10" with the fc
+    # dropping the second block of each stage removes exactly those blocks' parameters
+    second = sum(n_params(getattr(big, f"layer{i}")[1]) for i in range(1, 5))
+    assert n_params(small) == n_params(big) - second
+    feats = check_interface(small, torch.rand(2, 3, 16, 16), 10)
+    assert feats.shape == (2, 32)
+    assert isinstance(models.build_model("resnet10", width=4), models.ResNet)
+
+
 def test_torchvision_cifar_archs_on_32px():
     x = torch.rand(2, 3, 32, 32)
     for arch, dim in [("resnet50", 2048), ("vgg16_bn", 512), ("wide_resnet50_2", 2048)]:

@@ -58,6 +58,7 @@ FILES = {
     "fashion_mnist": "fashion_mnist.npz",
     "cifar10": "cifar10.npz",
     "cifar10_jpeg": "cifar10_jpeg.npz",
+    "svhn": "svhn.npz",
 }
 KNOWN_SHA256 = {  # from shared/data/README.md
     "omniglot.npz": "8953d426f09b6315840828a543317a48b94209dc620a67d1d597baf91bb49f79",
@@ -66,7 +67,7 @@ KNOWN_SHA256 = {  # from shared/data/README.md
     "fashion_mnist.npz": "f2d55a155d2638f1d663269ea9656692f18d78df72ae93a5dbee3b2b71831f14",
     "cifar10_jpeg.npz": "b93ecaf99859869b3fa64698411136fd2ebb848ff0c44e200a29b31316eda162",
 }
-PREPARABLE = ("mnist", "fashion_mnist", "cifar10", "omniglot", "omniglot28")
+PREPARABLE = ("mnist", "fashion_mnist", "cifar10", "svhn", "omniglot", "omniglot28")
 CLASSIFICATION_KEYS = ("x_train", "y_train", "x_test", "y_test", "classes")
 OMNIGLOT_KEYS = ("x", "character", "alphabet", "drawer", "background",
                  "classes", "class_alphabet", "class_background")
@@ -584,6 +585,7 @@ def prepare(name: str, root=None, download_dir=None, download: bool = True) -> l
     ``<root>/downloads``). ``download=False`` uses raw files already there (torchvision's layout).
     ``omniglot`` and ``omniglot28`` both write both files (omniglot28 = PIL LANCZOS to 28 x 28).
     ``cifar10`` writes the lossless ``cifar10.npz``, which then takes precedence over the JPEG copy.
+    ``svhn`` writes the SVHN train/test splits (73,257 / 26,032 images, no "extra"), HWC like CIFAR-10.
     """
     if name not in PREPARABLE:
         raise ValueError(f"cannot prepare {name!r}; preparable: {', '.join(PREPARABLE)}")
@@ -598,6 +600,15 @@ def prepare(name: str, root=None, download_dir=None, download: bool = True) -> l
         arrays = _omniglot_arrays(download_dir / "omniglot-py")
         return [_write_npz(root / "omniglot.npz", arrays),
                 _write_npz(root / "omniglot28.npz", {**arrays, "x": _lanczos(arrays["x"], 28)})]
+
+    if name == "svhn":  # torchvision keeps SVHN as CHW with digit 0 already mapped to label 0
+        train, test = (tvd.SVHN(str(download_dir), split=split, download=download) for split in ("train", "test"))
+        arrays = {"x_train": np.ascontiguousarray(train.data.transpose(0, 2, 3, 1), dtype=np.uint8),
+                  "y_train": np.asarray(train.labels, dtype=np.int64),
+                  "x_test": np.ascontiguousarray(test.data.transpose(0, 2, 3, 1), dtype=np.uint8),
+                  "y_test": np.asarray(test.labels, dtype=np.int64),
+                  "classes": np.array([str(d) for d in range(10)])}
+        return [_write_npz(root / FILES[name], arrays)]
 
     source = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
     train, test = (source(str(download_dir), train=split, download=download) for split in (True, False))

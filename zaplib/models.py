@@ -41,6 +41,7 @@ __all__ = [
     "BasicBlock",
     "ResNet",
     "cifar_resnet18",
+    "cifar_resnet10",
     "torchvision_cifar",
     "SmallCNN",
     "MLP",
@@ -339,6 +340,15 @@ def cifar_resnet18(num_classes: int = 10, width: int = 64, in_channels: int = 3,
                   in_channels=in_channels, normalize=normalize, mean=mean, std=std)
 
 
+def cifar_resnet10(num_classes: int = 10, width: int = 64, in_channels: int = 3,
+                   normalize: bool = True, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> ResNet:
+    """The same CIFAR ResNet with one basic block per stage instead of two ("ResNet-10": 1 stem
+    conv + 4·2 block convs + fc): the *small ResNet* of the negative pre-training chapter's
+    ``quick`` profile, where ResNet-18 at any width is too slow for two CPU cores."""
+    return ResNet(BasicBlock, (1, 1, 1, 1), num_classes=num_classes, width=width,
+                  in_channels=in_channels, normalize=normalize, mean=mean, std=std)
+
+
 # ---------------------------------------------------------------------------------------------
 # torchvision architectures adapted to 32×32 (LURE's architecture table)
 # ---------------------------------------------------------------------------------------------
@@ -491,6 +501,7 @@ MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "omni_image_convnet": OmniglotConvNet.omni_image,
     "anml": ANML,
     "resnet18": cifar_resnet18,
+    "resnet10": cifar_resnet10,
     "resnet50": lambda **kw: torchvision_cifar("resnet50", **kw),
     "wide_resnet50_2": lambda **kw: torchvision_cifar("wide_resnet50_2", **kw),
     "vgg16_bn": lambda **kw: torchvision_cifar("vgg16_bn", **kw),

@@ -492,7 +492,7 @@ def build_path_model(model_cfg: dict, in_channels: int, side: int, num_classes: 
     kw.setdefault("num_classes", num_classes)
     if name == "small_cnn":
         kw.update(in_channels=in_channels, input_size=side)
-    elif name == "resnet18":
+    elif name in ("resnet18", "resnet10"):
         kw["in_channels"] = in_channels
         if in_channels != 3:  # the CIFAR mean/std of the ResNet's built-in normalisation need 3 channels
             kw.setdefault("normalize", False)
