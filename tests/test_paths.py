@@ -265,3 +265,17 @@ def test_chapter_plan_groups_and_dedup():
     default = plan.query("group == 'A' and x == 0").iloc[0]
     no_no = plan.query("group == 'C' and condition == '[No, No]' and seed == @default.seed").iloc[0]
     assert config_hash(default.config) == config_hash(no_no.config)
+
+
+def test_sweep_stops_on_a_missing_dataset_before_any_training(monkeypatch, tmp_path):
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("ZAPLIB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("ZAPLIB_PATHS_CACHE", str(tmp_path / "memo"))
+    trained = []
+    monkeypatch.setattr(P, "_follow", lambda config, memoise_end: trained.append(config))
+    proc = P.LearningProcess(lr=0.05, max_epochs=1, batch_size=50)
+    configs = [P.path_config(P.baseline_path(name, proc), 0, {**DATA, "dataset": name}, MODEL, PROBES)
+               for name in ("mnist", "svhn")]
+    with pytest.raises(data.MissingDatasetError, match="prepare mnist"):
+        P.sweep_paths(configs, progress=False)
+    assert trained == []  # nothing ran, not even the dataset that comes first

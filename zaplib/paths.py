@@ -673,6 +673,9 @@ def sweep_paths(configs: Sequence[dict], store=None, executor=None, progress: bo
 
     configs = [json.loads(runner.canonical_json(c)) for c in configs]
     todo = configs if store is None else [c for c in configs if store.needs_run(EXPERIMENT, c)]
+    # A missing dataset (e.g. SVHN offline) stops the sweep before any training, not hours into it.
+    for dataset in dict.fromkeys(c["data"]["dataset"] for c in todo):
+        data.resolve(dataset)
     cache = prefix_cache_dir()
     if cache is not None and todo:
         warm = [p for p in shared_prefixes(todo)
