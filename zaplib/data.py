@@ -601,22 +601,19 @@ def prepare(name: str, root=None, download_dir=None, download: bool = True) -> l
         return [_write_npz(root / "omniglot.npz", arrays),
                 _write_npz(root / "omniglot28.npz", {**arrays, "x": _lanczos(arrays["x"], 28)})]
 
-    if name == "svhn":  # torchvision keeps SVHN as CHW with digit 0 already mapped to label 0
+    if name == "svhn":  # torchvision keeps SVHN as CHW, with the digit 0 already mapped to label 0
         train, test = (tvd.SVHN(str(download_dir), split=split, download=download) for split in ("train", "test"))
-        arrays = {"x_train": np.ascontiguousarray(train.data.transpose(0, 2, 3, 1), dtype=np.uint8),
-                  "y_train": np.asarray(train.labels, dtype=np.int64),
-                  "x_test": np.ascontiguousarray(test.data.transpose(0, 2, 3, 1), dtype=np.uint8),
-                  "y_test": np.asarray(test.labels, dtype=np.int64),
-                  "classes": np.array([str(d) for d in range(10)])}
-        return [_write_npz(root / FILES[name], arrays)]
-
-    source = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
-    train, test = (source(str(download_dir), train=split, download=download) for split in (True, False))
-    classes = [str(d) for d in range(10)] if name == "mnist" else list(train.classes)  # not "0 - zero"
-    arrays = {"x_train": np.asarray(train.data, dtype=np.uint8),
-              "y_train": np.asarray(train.targets, dtype=np.int64),
-              "x_test": np.asarray(test.data, dtype=np.uint8),
-              "y_test": np.asarray(test.targets, dtype=np.int64),
+        images, labels = (lambda ds: ds.data.transpose(0, 2, 3, 1)), (lambda ds: ds.labels)  # HWC, like CIFAR-10
+        classes = [str(d) for d in range(10)]
+    else:
+        source = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+        train, test = (source(str(download_dir), train=split, download=download) for split in (True, False))
+        images, labels = (lambda ds: ds.data), (lambda ds: ds.targets)
+        classes = [str(d) for d in range(10)] if name == "mnist" else list(train.classes)  # not "0 - zero"
+    arrays = {"x_train": np.ascontiguousarray(images(train), dtype=np.uint8),
+              "y_train": np.asarray(labels(train), dtype=np.int64),
+              "x_test": np.ascontiguousarray(images(test), dtype=np.uint8),
+              "y_test": np.asarray(labels(test), dtype=np.int64),
               "classes": np.array(classes)}
     return [_write_npz(root / FILES[name], arrays)]
 
