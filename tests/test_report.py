@@ -337,3 +337,15 @@ def test_table_keeps_the_numbers_for_gluing():
     frame = table([result_with(claim("zap", primary=True), 0.01, estimate=0.12)])
     assert report.results(frame)["zap"].estimate == 0.12
     assert report.results(frame)["zap"].verdict == "reproduced"
+
+
+def test_publish_and_published_round_trip_in_chapter_order(tmp_path):
+    rows = pd.DataFrame({"claim": ["a", "b"], "paper": ["x", "y"], "ours": ["1", "2"],
+                         "verdict": ["reproduced", "inconclusive"]})
+    report.publish(rows, "zapping", tmp_path, "quick")
+    report.publish(rows.iloc[:1], "lure", tmp_path, "long")
+    board = report.published(tmp_path, chapters=["zapping", "lure", "absent"])
+    assert list(board.chapter) == ["zapping", "zapping", "lure"]
+    assert list(board.profile) == ["quick", "quick", "long"]
+    assert (tmp_path / "claims" / "lure.csv").exists()
+    assert report.published(tmp_path / "nowhere").empty

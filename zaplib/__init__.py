@@ -14,7 +14,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("data", "models", "resets", "samplers", "train", "metrics", "plots", "runner")
+_SUBMODULES = ("data", "models", "resets", "samplers", "train", "metrics", "report", "plots", "runner")
 
 
 def get_device(device=None):

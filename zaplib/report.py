@@ -441,6 +441,40 @@ def read_claims(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> dict[
     return {Path(p).stem: pd.read_csv(p, dtype=str, keep_default_na=False) for p in paths}
 
 
+#: Folder of the results store where each chapter publishes its claims table for the scoreboard.
+CLAIMS_FOLDER = "claims"
+
+
+def publish(claims_table: pd.DataFrame, chapter: str, store_root: str | os.PathLike,
+            profile: str) -> Path:
+    """Write a chapter's claims table (with the profile it was computed at) to
+    ``<store_root>/claims/<chapter>.csv``, where the introduction's scoreboard reads it. The
+    executed chapter notebook calls this once, after :func:`table`."""
+    return write_claims(claims_table.drop(columns="profile", errors="ignore").assign(profile=profile),
+                        Path(store_root) / CLAIMS_FOLDER / f"{chapter}.csv")
+
+
+def published(store_root: str | os.PathLike, chapters: Sequence[str] | None = None) -> pd.DataFrame:
+    """The scoreboard of every claims table published under ``store_root`` (in ``chapters`` order
+    when given; chapters without a published table are left out)."""
+    folder = Path(store_root) / CLAIMS_FOLDER
+    paths = sorted(folder.glob("*.csv")) if folder.is_dir() else []
+    if chapters is not None:
+        by_name = {p.stem: p for p in paths}
+        paths = [by_name[c] for c in chapters if c in by_name]
+    tables = read_claims(paths)
+    profiles = {name: (t["profile"].iloc[0] if "profile" in t and len(t) else "") for name, t in tables.items()}
+    return scoreboard(tables, profiles)
+
+
+def note(name: str, value) -> None:
+    """Glue a number or string for a chapter's prose (``{glue:text}`name:.1f```); numpy scalars
+    become plain Python values first."""
+    from myst_nb import glue  # imported here: only executed notebooks glue, the library never needs it
+
+    glue(name, value.item() if hasattr(value, "item") else value, display=False)
+
+
 def scoreboard(tables: Mapping[str, pd.DataFrame], profiles: Mapping[str, str]) -> pd.DataFrame:
     """Every chapter's claims on one board: chapter, claim, paper, ours, verdict, profile."""
     columns = ["chapter", "claim", "paper", "ours", "verdict", "profile"]
@@ -457,4 +491,5 @@ def counts(board: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ = ["ALPHA", "MAX_PRIMARY", "VERDICTS", "Claim", "Precondition", "Result", "evaluate", "holm",
-           "judge", "table", "results", "ours", "write_claims", "read_claims", "scoreboard", "counts"]
+           "judge", "table", "results", "ours", "write_claims", "read_claims", "publish", "published",
+           "scoreboard", "counts", "note", "CLAIMS_FOLDER"]
