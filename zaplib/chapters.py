@@ -73,7 +73,7 @@ class Chapter:
 # next to its configs, stored run functions and claims (one chapter = one notebook + one module).
 # ---------------------------------------------------------------------------------------------
 
-CHAPTER_MODULES = ("toolkit", "zapping", "negative_pretraining", "lure", "frozen_weights")
+CHAPTER_MODULES = ("intro", "toolkit", "zapping", "negative_pretraining", "lure", "frozen_weights")
 _registry: dict[str, Chapter] | None = None
 
 
