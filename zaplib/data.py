@@ -34,6 +34,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import tempfile
 import warnings
 import zipfile
@@ -103,6 +104,27 @@ def _fix_hint(file_name: str) -> str:
             f"the shared data folder")
 
 
+def shown_path(path: Path) -> str:
+    """``path`` as a message shows it: inside the data root as ``$ZAPLIB_DATA/<name>`` (or
+    ``~/.cache/zaplib/<name>`` when ZAPLIB_DATA is unset), so that a warning rendered into a committed
+    notebook does not carry the absolute paths of the machine that executed it."""
+    path = Path(path)
+    try:
+        inside = path.relative_to(data_root())
+    except ValueError:
+        return str(path)
+    return f"{'$ZAPLIB_DATA' if os.environ.get('ZAPLIB_DATA') else '~/.cache/zaplib'}/{inside.as_posix()}"
+
+
+def _warn(message: str) -> None:
+    # Python prints a warning's location as the absolute file name of the code that warns (and a
+    # notebook cell's "file" is an absolute temporary path), which a rendered notebook would keep.
+    # Name the location relative to the project instead: zaplib/data.py:<line of the call>.
+    caller = sys._getframe(1)
+    warnings.warn_explicit(message, UserWarning, filename=f"zaplib/{Path(__file__).name}",
+                           lineno=caller.f_lineno, module=__name__)
+
+
 _lossy_warned = False
 
 
@@ -120,10 +142,10 @@ def resolve(name: str) -> Path:
     path = root / FILES[name]
     if name == "cifar10" and not path.is_file() and (root / FILES["cifar10_jpeg"]).is_file():
         if not _lossy_warned:
-            warnings.warn("cifar10: using cifar10_jpeg.npz, a JPEG-lossy copy (quality 75, PSNR "
-                          "~30.5 dB, a 2-3% accuracy drop is reported); absolute accuracies are not "
-                          "comparable with the papers. `python -m zaplib.data prepare cifar10` "
-                          "writes the lossless cifar10.npz.", stacklevel=2)
+            _warn(f"cifar10: using {shown_path(root / FILES['cifar10_jpeg'])}, a JPEG-lossy copy (quality 75, "
+                  "PSNR ~30.5 dB, a 2-3% accuracy drop is reported); absolute accuracies are not "
+                  "comparable with the papers. `python -m zaplib.data prepare cifar10` "
+                  "writes the lossless cifar10.npz.")
             _lossy_warned = True
         return root / FILES["cifar10_jpeg"]
     if not path.is_file():
