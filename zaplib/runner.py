@@ -364,7 +364,7 @@ def module_dependencies(direct: Iterable[str], package_dir: str | os.PathLike = 
     package_dir = Path(package_dir)
     package = package_dir.name
     machinery = {f"{package}.{name}" for name in MACHINERY}
-    chapters = f"{package}.{CHAPTER_PACKAGE}."
+    chapters = f"{package}.{CHAPTER_PACKAGE}"
     found: set[str] = set()
     todo = sorted(_with_parents(direct, package))
     while todo:
@@ -376,7 +376,7 @@ def module_dependencies(direct: Iterable[str], package_dir: str | os.PathLike = 
         stat = path.stat()
         imported = _with_parents(_module_imports(str(path), (stat.st_mtime_ns, stat.st_size), name), package)
         if name in machinery:
-            imported = {n for n in imported if not n.startswith(chapters)}
+            imported = {n for n in imported if n != chapters and not n.startswith(chapters + ".")}
         todo.extend(sorted(imported - found))
     return sorted(found)
 
@@ -445,7 +445,7 @@ def chapter_fingerprint(chapter: Chapter, parameters: dict, notebook, results_ro
     return config_hash({  # canonical JSON: tuple-valued parameters hash as the lists papermill passes
         "parameters": parameters,
         "notebook": _notebook_inputs(notebook),
-        "zaplib": sources_digest(notebook_dependencies(notebook)),
+        "zaplib": sources_digest(notebook_dependencies(notebook, PACKAGE_DIR), PACKAGE_DIR),
         "results": _stored_files(Path(results_root), chapter.experiments),
     })
 
