@@ -1,23 +1,20 @@
-"""zaplib.runner: parameters and profiles, the results store, sweeps (serial, processes, Dask) and
-papermill execution of a throwaway notebook. No training happens here: experiment functions are
-tiny pure functions of their config."""
-import hashlib
+"""zaplib.runner: parameters and profiles, papermill execution of a throwaway notebook, notebook
+fingerprints (which zaplib modules a notebook depends on) and the rule that no library module
+imports the runner. The store and sweeps are tested in test_store.py."""
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
-import pandas as pd
 import pytest
-import torch
 
 from zaplib import runner
 from zaplib.chapters import PROFILES, REGISTRY, Chapter
-from zaplib.runner import ParameterError, Store, config_hash, grid, resolve_params, sweep
+from zaplib.runner import ParameterError, resolve_params
+from zaplib.store import Store, experiment
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -115,203 +112,6 @@ def test_chapter_rejects_profiles_that_set_undeclared_parameters():
                 {"smoke": {"m": 1}, "quick": {}, "paper": {}})
     with pytest.raises(ValueError, match="lacks the profiles"):
         Chapter("bad", "bad.ipynb", {"n": (int, 1, "")}, {"quick": {}})
-
-
-# ----------------------------------------------------------------------------- results store
-
-CALLS = []
-
-
-def square(config):
-    """A pure experiment: a table, a tensor and a small value from the config."""
-    CALLS.append(config)
-    x = config["x"]
-    return {"table": pd.DataFrame({"step": [0, 1], "value": [x * 0.1, x * x / 3]}),
-            "weights": {"w": torch.full((3,), float(x))}, "summary": {"x2": x * x}}
-
-
-def crash(config):
-    raise RuntimeError("killed mid-run")
-
-
-def test_config_hash_is_sha256_of_canonical_json_and_ignores_key_order():
-    a, b = {"seed": 1, "lr": 0.1, "nested": {"p": 1, "q": [1, 2]}}, {"nested": {"q": [1, 2], "p": 1}, "lr": 0.1, "seed": 1}
-    assert config_hash(a) == config_hash(b)
-    expected = hashlib.sha256(b'{"lr":0.1,"nested":{"p":1,"q":[1,2]},"seed":1}').hexdigest()[:16]
-    assert config_hash(a) == expected
-    assert config_hash({**a, "seed": 2}) != config_hash(a)
-    with pytest.raises(TypeError):
-        config_hash({"x": object()})
-
-
-def test_store_writes_config_meta_tables_and_tensors_and_reuses_finished_runs(tmp_path):
-    store, config = Store(tmp_path, force=False), {"x": 3, "profile": "smoke"}
-    CALLS.clear()
-    first = store.run("demo", config, square)
-    second = store.run("demo", {"profile": "smoke", "x": 3}, square)
-    assert len(CALLS) == 1  # the second call came from the store
-    path = tmp_path / "demo" / config_hash(config)
-    assert first.path == path and sorted(p.name for p in path.iterdir()) == [
-        "config.json", "meta.json", "table.csv", "values.json", "weights.pt"]
-    pd.testing.assert_frame_equal(first["table"], second["table"])
-    assert second["table"]["value"].tolist() == [0.30000000000000004, 3.0]  # exact round trip
-    assert torch.equal(second["weights"]["w"], torch.full((3,), 3.0)) and second["summary"] == {"x2": 9}
-    meta = json.loads((path / "meta.json").read_text())
-    for key in ("git_commit", "git_dirty", "zaplib_version", "device", "torch_version", "wall_time_s",
-                "started", "finished"):
-        assert key in meta
-    assert meta["profile"] == "smoke" and json.loads((path / "config.json").read_text()) == config
-
-
-def test_a_crashed_run_leaves_nothing_and_the_rerun_computes(tmp_path):
-    store = Store(tmp_path, force=False)
-    with pytest.raises(RuntimeError, match="killed"):
-        store.run("demo", {"x": 1}, crash)
-    assert not (tmp_path / "demo").exists() or not any((tmp_path / "demo").iterdir())
-    CALLS.clear()
-    store.run("demo", {"x": 1}, square)
-    assert len(CALLS) == 1 and store.complete("demo", {"x": 1})
-
-
-def test_partial_folders_of_killed_processes_are_ignored_and_cleaned(tmp_path):
-    store = Store(tmp_path, force=False)
-    dead = tmp_path / "demo" / f".{config_hash({'x': 1})}.tmp-{socket.gethostname()}-999999999"
-    dead.mkdir(parents=True)
-    (dead / "table.csv").write_text("half a file")
-    assert not store.complete("demo", {"x": 1}) and store.configs("demo") == []
-    store.run("demo", {"x": 2}, square)
-    assert not dead.exists() and store.configs("demo") == [{"x": 2}]
-
-
-def test_force_recomputes_once_per_store(tmp_path, monkeypatch):
-    Store(tmp_path).run("demo", {"x": 2}, square)
-    CALLS.clear()
-    Store(tmp_path).run("demo", {"x": 2}, square, force=True)
-    assert len(CALLS) == 1
-    monkeypatch.setenv("ZAPLIB_FORCE", "1")  # what `python -m zaplib run --force` sets
-    forced = Store(tmp_path)
-    forced.run("demo", {"x": 2}, square)
-    forced.run("demo", {"x": 2}, square)  # the same notebook asking again gets the fresh run
-    assert len(CALLS) == 2 and sorted(os.listdir(tmp_path / "demo")) == [config_hash({"x": 2})]
-
-
-def test_big_checkpoints_are_git_ignored_and_recomputed_only_when_asked(tmp_path, monkeypatch):
-    monkeypatch.setattr(runner, "BIG_CHECKPOINT_BYTES", 100)
-    store, config = Store(tmp_path, force=False), {"x": 4}
-    run = store.run("demo", config, square)
-    big = run.path / "weights.pt.big"
-    assert big.exists() and not (run.path / "weights.pt").exists()
-    ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", f"results/demo/abc/{big.name}"],
-                             cwd=REPO).returncode
-    assert ignored == 0, ".gitignore must ignore big checkpoints"
-    big.unlink()
-    CALLS.clear()
-    without = store.run("demo", config, square)
-    assert "weights" not in without and without.meta["missing"] == ["weights"] and not CALLS
-    again = store.run("demo", config, square, checkpoints=True)
-    assert len(CALLS) == 1 and torch.equal(again["weights"]["w"], torch.full((3,), 4.0))
-
-
-def test_table_stacks_runs_with_their_config_columns(tmp_path):
-    store = Store(tmp_path, force=False)
-    configs = [{"x": x, "opt": {"lr": 0.1}, "seeds": [0, 1]} for x in (1, 2, 3)]
-    for config in configs:
-        store.run("demo", config, square)
-    table = store.table("demo", "table")
-    assert len(table) == 6 and set(table["x"]) == {1, 2, 3}
-    assert set(table["opt.lr"]) == {0.1} and set(table["seeds"]) == {(0, 1)}
-    assert table["run"].nunique() == 3
-    only = store.table("demo", "table", configs=configs[:1])
-    assert only["x"].tolist() == [1, 1]
-    with pytest.raises(FileNotFoundError):
-        store.table("demo", "no_such_table")
-
-
-# ----------------------------------------------------------------------------- sweeps
-
-def threads_in_worker(config):
-    """Reports the worker's pid and torch threads, so tests see where a config ran."""
-    import torch as worker_torch
-
-    return {"pid": os.getpid(), "threads": worker_torch.get_num_threads(), "seed": config["seed"],
-            "table": pd.DataFrame({"seed": [config["seed"]], "loss": [1.0 / (1 + config["seed"])]})}
-
-
-class CountingExecutor:
-    """Wraps an executor and counts what is submitted to it."""
-
-    def __init__(self, inner):
-        self.inner, self.submitted = inner, 0
-
-    def submit(self, fn, *args, **kwargs):
-        self.submitted += 1
-        return self.inner.submit(fn, *args, **kwargs)
-
-
-def test_grid_is_the_cartesian_product():
-    configs = grid(seed=[0, 1], lr=[0.1, 0.01, 0.001], method=["zap"])
-    assert len(configs) == 6 and configs[0] == {"seed": 0, "lr": 0.1, "method": "zap"}
-    assert configs[-1] == {"seed": 1, "lr": 0.001, "method": "zap"}
-
-
-def test_serial_sweep_resumes_from_the_store(tmp_path):
-    store, configs = Store(tmp_path, force=False), [{"x": x} for x in range(4)]
-    store.run("demo", configs[1], square)
-    store.run("demo", configs[3], square)
-    CALLS.clear()
-    results = sweep(square, configs + [configs[0]], store=store, experiment="demo", progress=False)
-    assert sorted(c["x"] for c in CALLS) == [0, 2]  # stored ones skipped, duplicates computed once
-    assert [r["summary"]["x2"] for r in results] == [0, 1, 4, 9, 0]
-    assert [r.config for r in results] == configs + [configs[0]]
-    assert sweep(square, [{"x": 5}], progress=False)[0]["summary"] == {"x2": 25}  # no store
-
-
-def test_process_pool_sweep_runs_in_single_thread_workers_and_resumes(tmp_path):
-    store, configs = Store(tmp_path, force=False), grid(seed=[0, 1, 2])
-    store.run("pool", configs[0], threads_in_worker)
-    with runner.local_executor(2) as pool:
-        counting = CountingExecutor(pool)
-        results = sweep(threads_in_worker, configs, executor=counting, store=store, experiment="pool",
-                        progress=False)
-    assert counting.submitted == 2
-    assert {r["pid"] for r in results[1:]}.isdisjoint({os.getpid()})
-    assert [r["threads"] for r in results[1:]] == [1, 1]
-    table = store.table("pool", "table")
-    assert sorted(table["seed"]) == [0, 1, 2]
-
-
-def test_sweep_raises_the_first_failure_with_its_config_and_keeps_finished_runs(tmp_path):
-    store = Store(tmp_path, force=False)
-    with pytest.raises(RuntimeError, match=r'config \{"x":1\}'):
-        sweep(crash_on_one, [{"x": 0}, {"x": 1}, {"x": 2}], store=store, experiment="d", progress=False)
-    assert store.configs("d") == [{"x": 0}]  # finished before the failure: kept; nothing after it
-
-
-def crash_on_one(config):
-    if config["x"] == 1:
-        raise ValueError("boom")
-    return {"ok": True}
-
-
-def test_sweep_on_a_real_dask_cluster_over_loopback(tmp_path, monkeypatch):
-    distributed = pytest.importorskip("dask.distributed")
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
-                                  host="127.0.0.1", dashboard_address=None) as cluster:
-        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
-        store = Store(tmp_path, force=False)
-        store.run("dask", {"seed": 0}, threads_in_worker)
-        monkeypatch.setenv("ZAPLIB_SCHEDULER", cluster.scheduler_address)
-        executor = runner.make_executor()
-        assert isinstance(executor, runner.DaskExecutor)
-        counting = CountingExecutor(executor)
-        try:
-            results = sweep(threads_in_worker, grid(seed=[0, 1, 2]), executor=counting, store=store,
-                            experiment="dask", progress=False)
-        finally:
-            executor.shutdown()
-    assert counting.submitted == 2 and [r["seed"] for r in results] == [0, 1, 2]
-    assert sorted(store.table("dask", "table")["seed"]) == [0, 1, 2]
-    assert results[2].meta["host"] == socket.gethostname() and results[2].meta["torch_threads"] == 1
 
 
 # ----------------------------------------------------------------------------- command line and papermill
@@ -449,3 +249,81 @@ def test_book_skips_a_chapter_only_while_its_fingerprint_holds(tmp_path, monkeyp
     nbformat.write(executed, tmp_path / "book" / "tiny.ipynb")
     assert book() == 4
     assert nbformat.read(tmp_path / "book" / "tiny.ipynb", as_version=4).cells[-1].outputs[0].text == "n is now 1\n"
+
+
+# ----------------------------------------------------------------------------- fingerprints: dependencies
+
+def _package(root: Path, modules: dict[str, str]) -> Path:
+    """A throwaway package named zaplib under ``root`` with the given module sources."""
+    package = root / "zaplib"
+    for name, source in {"__init__": "", **modules}.items():
+        path = package.joinpath(*name.split(".")).with_suffix(".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source)
+    return package
+
+
+def _code_notebook(*sources: str):
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+
+
+def test_dependencies_follow_every_import_form_transitively_and_stop_at_the_chapters_of_the_machinery(tmp_path):
+    package = _package(tmp_path, {
+        "a": "from . import b\n",                       # relative, from the package
+        "b": "def f():\n    from .c import g\n",         # inside a function: still a dependency
+        "c": "import zaplib.d as d\ng = 1\n",             # absolute
+        "d": "",
+        "experiments.__init__": "",
+        "experiments.ch": "from .. import e\n",          # two levels up
+        "e": "",
+        "lonely": "",                                     # imported by nobody
+        "runner": "from .experiments import ch\nfrom . import chapters\n",
+        "chapters": "",
+    })
+    notebook = _code_notebook("%matplotlib inline\nfrom zaplib import a", "import zaplib\nzaplib.experiments")
+    assert runner.notebook_dependencies(notebook, package) == [
+        "zaplib", "zaplib.a", "zaplib.b", "zaplib.c", "zaplib.d", "zaplib.experiments"]
+    chapter = _code_notebook("from zaplib.experiments import ch as chapter_module")
+    assert runner.notebook_dependencies(chapter, package) == [
+        "zaplib", "zaplib.e", "zaplib.experiments", "zaplib.experiments.ch"]
+    # the runner reaches every chapter; a notebook using it depends on its source, not on theirs
+    assert runner.notebook_dependencies(_code_notebook("from zaplib import runner"), package) == [
+        "zaplib", "zaplib.chapters", "zaplib.runner"]
+
+
+def test_editing_a_module_the_notebook_does_not_import_leaves_it_fresh_and_a_transitive_one_makes_it_stale(
+        tmp_path, monkeypatch):
+    package = _package(tmp_path, {"a": "from .b import f\n", "b": "def f():\n    return 1\n",
+                                  "c": "x = 1\n"})
+    monkeypatch.setattr(runner, "PACKAGE_DIR", package)
+    chapter = Chapter("tiny", "tiny.ipynb", TINY.params, TINY.profiles)
+    notebook = _code_notebook("from zaplib import a\nprint(a.f())")
+
+    def fingerprint():
+        return runner.chapter_fingerprint(chapter, {"n": 1}, notebook, tmp_path / "results")
+
+    before = fingerprint()
+    (package / "c.py").write_text("x = 2  # another chapter's module changes\n")
+    assert fingerprint() == before
+    (package / "b.py").write_text("def f():\n    return 2  # a fix in a module a imports\n")
+    assert fingerprint() != before
+
+
+def test_the_books_notebooks_depend_only_on_the_modules_they_reach():
+    toolkit = runner.notebook_dependencies(nbformat.read(REPO / "book" / "toolkit.ipynb", as_version=4))
+    assert {"zaplib.experiments.toolkit", "zaplib.train", "zaplib.store", "zaplib.runner"} <= set(toolkit)
+    assert not {"zaplib.stream", "zaplib.paths", "zaplib.frozen", "zaplib.meta"} & set(toolkit)
+    lure = runner.notebook_dependencies(nbformat.read(REPO / "book" / "lure.ipynb", as_version=4))
+    assert "zaplib.stream" in lure and "zaplib.experiments.toolkit" not in lure
+
+
+def test_no_library_module_imports_the_runner():
+    """The runner sits on top: only the registry and the command line may reach it."""
+    package = REPO / "zaplib"
+    importers = []
+    for path in sorted(package.rglob("*.py")):
+        module = ".".join(("zaplib", *path.relative_to(package).with_suffix("").parts)).removesuffix(".__init__")
+        imported = runner.module_dependencies([module], package)
+        if "zaplib.runner" in imported and module not in ("zaplib.runner", "zaplib.__main__"):
+            importers.append(module)
+    assert importers == []

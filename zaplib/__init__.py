@@ -3,8 +3,9 @@
 Rooms (one module each): ``data`` (npz datasets as device tensors, batched transforms),
 ``models`` (Omniglot convnet, ANML, CIFAR ResNets/VGG, tiny nets), ``resets`` (every reset op of the
 four papers), ``samplers`` (which images in what order), ``train`` (loops, multi-seed via torch.func),
-``metrics`` (accuracy, CER, ECE, sensitivity, statistics), ``plots`` (shared figures) and ``runner``
-(profiles, parameter validation, papermill execution, results store, executors).
+``metrics`` (accuracy, CER, ECE, sensitivity, statistics), ``plots`` (shared figures), ``store``
+(results store keyed by config and code version, sweeps, executors) and ``runner`` (parameter
+validation, papermill execution, notebook fingerprints, the book build; no library module imports it).
 
 Importing ``zaplib`` is cheap: submodules are imported on first attribute access.
 """
@@ -14,7 +15,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("data", "models", "resets", "samplers", "train", "metrics", "report", "plots", "runner")
+_SUBMODULES = ("data", "models", "resets", "samplers", "train", "metrics", "report", "plots", "store",
+               "runner")
 
 
 def get_device(device=None):

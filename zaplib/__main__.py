@@ -16,6 +16,7 @@ import argparse
 import sys
 
 from .chapters import DEFAULT_PROFILE, PROFILES, REGISTRY
+from . import runner
 from .runner import ParameterError, describe_params, resolve_params, type_name
 
 
@@ -36,8 +37,6 @@ def _list(args) -> int:
 
 
 def _run(args) -> int:
-    from . import runner
-
     names = list(REGISTRY) if args.chapter == "all" else [args.chapter]
     if args.chapter != "all" and args.chapter not in REGISTRY:
         print(f"error: unknown chapter {args.chapter!r}; chapters: {', '.join(REGISTRY)}, all",
@@ -66,8 +65,6 @@ def _run(args) -> int:
 
 
 def _book(args) -> int:
-    from . import runner
-
     try:
         html = runner.build_book(args.profile, force=args.force, scheduler=args.scheduler,
                                  workers=args.workers)
@@ -79,8 +76,6 @@ def _book(args) -> int:
 
 
 def _status(args) -> int:
-    from . import runner
-
     stale = []
     for name in REGISTRY:
         fresh = runner.is_up_to_date(name, args.profile)

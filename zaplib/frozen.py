@@ -19,7 +19,7 @@ frozen. This module only composes them into experiments.
 One run (:func:`run`) = one pre-training task (the *source*) with every seed × weight-decay value
 trained at once as one :class:`~zaplib.train.StackedModels` (``vmap``), then every target of that
 source × target-set size × intervention, again stacked. Everything a figure needs comes back as
-tidy DataFrames for :class:`zaplib.runner.Store`:
+tidy DataFrames for :class:`zaplib.store.Store`:
 
 ``pretrain``    per model × probe (every epoch) × layer: frozen / mutually frozen / plain sparse
                 fractions, train loss, source test accuracy;
@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import data, get_device, metrics, models, resets, samplers, train
+from .store import experiment
 
 EXPERIMENT = "frozen_weights"
 INTERVENTIONS = ("none", "reset_mutual", "reset_random", "reset_frozen", "reinit")
@@ -397,6 +398,7 @@ def _model_index(config: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@experiment(EXPERIMENT, version=1)
 def run(config: dict) -> dict:
     """Pre-train on ``config["source"]`` (all seeds × weight decays stacked), then retrain on each
     target of ``config["targets"]`` for every target-set fraction × intervention. See the module

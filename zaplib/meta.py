@@ -28,7 +28,7 @@ each with zapping on or off.
 Why several seeds are *not* vmapped here: on the CPU, ``vmap`` over convolutions with per-model
 weights ran ~10× slower per model than one model at a time (8 stacked 16-channel convnets, one
 image each: 142 ms per step vs 1.7 ms for one model), so the chapter parallelises over processes
-(:func:`zaplib.runner.sweep`) instead.
+(:func:`zaplib.store.sweep`) instead.
 """
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import resets, samplers
+from .store import Store, experiment
 from .train import as_float, evaluate, train_iid
 
 __all__ = [
@@ -357,6 +358,7 @@ def build_pretrain_model(config: dict) -> nn.Module:
     return OmniglotConvNet(channels=config["channels"], num_classes=config["head_outputs"])
 
 
+@experiment(PRETRAIN_EXPERIMENT, version=1)
 def pretrain_run(config: dict) -> dict:
     """Pre-train one model as ``config`` says and return what the chapter stores.
 
@@ -414,7 +416,6 @@ def load_pretrained(config: dict, store=None, device=None) -> nn.Module:
     """The pre-trained model of ``config`` from the results store (computed and stored first if
     missing), on ``device``."""
     from . import get_device
-    from .runner import Store
 
     store = store if store is not None else Store()
     run = store.run(PRETRAIN_EXPERIMENT, config, pretrain_run)

@@ -21,7 +21,7 @@ Ways to Fix It* (``shared/papers/negative-pretraining-effect.txt``; "the paper" 
   (:func:`perturbed_loss_sharpness`, :func:`hessian_top_eigenvalue`).
 
 An experiment run is :func:`run_path`, a pure function of a plain JSON config (see
-:func:`path_config`) that returns tidy DataFrames for :class:`zaplib.runner.Store`. Paths that share
+:func:`path_config`) that returns tidy DataFrames for :class:`zaplib.store.Store`. Paths that share
 a prefix (e.g. the blur phase of several learning-rate conditions) reuse it through an on-disk memo
 (:func:`prefix_cache_dir`): each step uses its own generator seeded from (seed, step index), and the
 model is built from the seed, so a prefix computed for one path is bit-for-bit the prefix of
@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import data, get_device, models, resets, train
+from .store import canonical_json, config_hash, experiment, sweep
 
 EXPERIMENT = "negative_pretraining"
 TRANSFORMS = ("blur", "contrast", "shift")
@@ -598,6 +599,7 @@ def _save_prefix(cache: Path | None, key: str, state: dict, frames: dict) -> Non
         pass
 
 
+@experiment(EXPERIMENT, version=1)
 def run_path(config: dict) -> dict[str, pd.DataFrame]:
     """Follow the learning path of ``config`` (:func:`path_config`) from a fresh model and return
     tidy tables (one run of the sequential learning process Ω, paper Def. 3):
@@ -666,12 +668,10 @@ def shared_prefixes(configs: Iterable[dict]) -> list[dict]:
 
 
 def sweep_paths(configs: Sequence[dict], store=None, executor=None, progress: bool = True) -> list:
-    """Run every config through :func:`zaplib.runner.sweep` (results in ``store`` under
+    """Run every config through :func:`zaplib.store.sweep` (results in ``store`` under
     ``negative_pretraining``), first computing the prefixes shared by several paths into the memo
     so parallel workers do not each recompute them. Returns the stored runs in order."""
-    from . import runner
-
-    configs = [json.loads(runner.canonical_json(c)) for c in configs]
+    configs = [json.loads(canonical_json(c)) for c in configs]
     todo = configs if store is None else [c for c in configs if store.needs_run(EXPERIMENT, c)]
     # A missing dataset (e.g. SVHN offline) stops the sweep before any training, not hours into it.
     for dataset in dict.fromkeys(c["data"]["dataset"] for c in todo):
@@ -681,11 +681,11 @@ def sweep_paths(configs: Sequence[dict], store=None, executor=None, progress: bo
         warm = [p for p in shared_prefixes(todo)
                 if _load_prefix(cache, _prefix_key(p, len(p["path"]), get_device())) is None]
         if warm:
-            runner.sweep(memoise_path, warm, executor=executor, progress=progress)
+            sweep(memoise_path, warm, executor=executor, progress=progress)
     # Longest paths first, so that two workers finish together rather than one idling at the end.
     order = sorted(range(len(configs)), key=lambda i: -len(configs[i]["path"]))
-    done = runner.sweep(run_path, [configs[i] for i in order], executor=executor, store=store,
-                        experiment=EXPERIMENT, progress=progress)
+    done = sweep(run_path, [configs[i] for i in order], executor=executor, store=store,
+                 experiment=EXPERIMENT, progress=progress)
     results = [None] * len(configs)
     for position, result in zip(order, done):
         results[position] = result
@@ -782,8 +782,6 @@ def plan_tables(plan: pd.DataFrame, store, names: Sequence[str]) -> dict[str, pd
     """Tables ``names`` of every stored run of ``plan``, each with the plan's ``dataset, group,
     condition, x, seed`` columns (a run used by several conditions appears once per condition;
     each run is read from the store once)."""
-    from .runner import config_hash
-
     loaded: dict[str, object] = {}
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in names}
     for row in plan.itertuples(index=False):

@@ -1,6 +1,7 @@
-"""Runner: chapter parameters, papermill execution, the results store and sweeps.
+"""Runner: chapter parameters, papermill execution, fingerprints and the book build.
 
-Four rooms, each one screenful of concepts:
+The runner sits on top of the library: it reads the chapter registry (:mod:`zaplib.chapters`) and
+the results store (:mod:`zaplib.store`), and no library module imports it. Three rooms:
 
 1. **Parameters.** Every chapter (:mod:`zaplib.chapters`) declares typed parameters and the profiles
    ``smoke`` / ``quick`` / ``paper``. :func:`resolve_params` starts from the defaults, applies the
@@ -14,63 +15,34 @@ Four rooms, each one screenful of concepts:
    previous notebook. The kernel's working directory is the notebook's own folder (``book/``), as
    when a reader opens the notebook in Jupyter; nothing in zaplib depends on the working directory
    (the store's root is absolute). :func:`build_book` runs every chapter and ``jupyter-book build``.
-3. **Results store.** ``Store(root)`` keeps each run of an experiment — a pure function of a plain
-   JSON config — under ``<root>/<experiment>/<config-hash>/``: ``config.json``, ``meta.json``
-   (git commit and dirty flag, zaplib and torch versions, profile, device, host, start/end time,
-   wall time), one CSV per table, ``values.json`` for small JSON values and one ``.pt`` per
-   tensor / state_dict. A run is written into a hidden temporary folder and renamed into place, so
-   a killed run leaves nothing half-written and a re-run loses only the run in flight.
-   Checkpoints over 5 MB are saved as ``<name>.pt.big`` (git-ignored) and recomputed when missing
-   *if the caller asks for them* (``store.run(..., checkpoints=True)``); otherwise a run whose big
-   checkpoint is gone still counts as complete and loads without that entry.
-4. **Sweeps.** :func:`sweep` runs a list of configs (see :func:`grid`) through any
-   ``concurrent.futures``-style executor, skipping configs already in the store. The default is
-   serial, in-process; :func:`local_executor` gives N processes with one torch thread each;
-   :class:`DaskExecutor` submits to a Dask scheduler. Workers only compute; **the submitting process
-   writes every result into the store** (so workers need no access to the results folder).
+3. **Fingerprints.** An executed notebook is stamped with a hash of what it depends on
+   (:func:`chapter_fingerprint`): its parameters, its cells, the sources of the zaplib modules it
+   imports directly or transitively (:func:`notebook_dependencies`) and the stored runs it reads.
+   :func:`build_book` skips a chapter whose stamp still holds, as make skips a fresh target.
 
-Environment variables (set by ``python -m zaplib run`` for the notebook's kernel):
-``ZAPLIB_RESULTS`` (store root; default ``<project>/results``), ``ZAPLIB_FORCE=1`` (recompute
-stored runs), ``ZAPLIB_WORKERS=N`` (local processes), ``ZAPLIB_SCHEDULER=ADDRESS`` (Dask).
-
-SLURM through dask-jobqueue (``pip install dask-jobqueue``; every node needs this venv and the data)::
-
-    from dask_jobqueue import SLURMCluster
-    cluster = SLURMCluster(queue="gpu", cores=4, processes=1, memory="16GB",
-                           walltime="02:00:00", job_extra_directives=["--gres=gpu:1"])
-    cluster.scale(jobs=8)                      # eight SLURM jobs, one Dask worker each
-    print(cluster.scheduler_address)           # e.g. tcp://10.0.0.5:8786
-
-then, while that Python process keeps the cluster alive,
-``python -m zaplib run lure --profile paper --scheduler tcp://10.0.0.5:8786``.
-Each sweep of the chapter then runs on the SLURM workers and lands in the local store.
+The store, sweeps and executors (``Store``, ``sweep``, ``make_executor``, ``config_hash``) live in
+:mod:`zaplib.store`; the runner re-exports the names the notebooks call through it.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
+import ast
 import contextlib
 import functools
 import hashlib
-import itertools
-import json
 import numbers
 import os
-import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import typing
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Iterable
 
-from . import __version__
-from .chapters import DEFAULT_PROFILE, PROFILES, REGISTRY, Chapter, get_chapter
-
-BIG_CHECKPOINT_BYTES = 5 * 2**20
+from .chapters import DEFAULT_PROFILE, REGISTRY, Chapter, get_chapter
+from .store import PACKAGE_DIR, Store, config_hash, project_root
+# the notebooks still call these through the runner (runner.sweep, runner.make_executor)
+from .store import make_executor, sweep  # noqa: F401
 
 # =============================================================================================
 # 1. Parameters
@@ -230,13 +202,6 @@ def notebook_params(chapter: Chapter | str, namespace: dict) -> Params:
 # =============================================================================================
 
 
-def project_root() -> Path:
-    """The repository holding this zaplib (``book/``, ``results/``); the working directory when
-    zaplib is installed elsewhere."""
-    candidate = Path(__file__).resolve().parent.parent
-    return candidate if (candidate / "book").is_dir() else Path.cwd()
-
-
 @contextlib.contextmanager
 def _environment(**values):
     """Set environment variables (``None`` leaves one unchanged) for the kernels started inside."""
@@ -330,12 +295,120 @@ def _relative_papermill_paths(executed, notebook: Path, target: Path, root: Path
 FINGERPRINT_KEY = "zaplib"
 
 
-def _zaplib_sources_digest() -> str:
-    """sha256 over every ``.py`` of the installed zaplib (relative path and bytes)."""
-    package = Path(__file__).resolve().parent
+#: modules that reach every chapter (the registry, the command line, the runner): a notebook
+#: importing them depends on their own source, not on every chapter module they import
+MACHINERY = ("runner", "chapters", "__main__")
+#: the package of chapter modules (``zaplib.experiments.<chapter>``)
+CHAPTER_PACKAGE = "experiments"
+
+
+def _module_file(name: str, package_dir: Path) -> Path | None:
+    """The source file of module ``name`` (``zaplib``, ``zaplib.x``, ``zaplib.x.y``) in the package
+    at ``package_dir``; ``None`` when it is not a module there (e.g. a function's name)."""
+    base = package_dir.joinpath(*name.split(".")[1:])
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return base.with_suffix(".py") if base != package_dir and base.with_suffix(".py").is_file() else None
+
+
+def _imported_names(tree: ast.AST, module: str | None, is_package: bool) -> set[str]:
+    """Every absolute name the code imports or could import: ``import a.b`` gives ``a.b``;
+    ``from a import b`` gives ``a`` and ``a.b`` (``b`` may be a submodule); relative imports are
+    resolved against ``module``; ``zaplib.x`` attribute access (lazy submodules) gives ``zaplib.x``.
+    Imports inside functions count: they run when the function does."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                if module is None:
+                    continue
+                package = module if is_package else module.rpartition(".")[0]
+                for _ in range(node.level - 1):
+                    package = package.rpartition(".")[0]
+                base = f"{package}.{node.module}" if node.module else package
+            else:
+                base = node.module
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            names.add(f"{node.value.id}.{node.attr}")
+    return names
+
+
+def _with_parents(names: Iterable[str], package: str) -> set[str]:
+    """The names inside ``package`` and their parent packages (importing ``a.b.c`` runs ``a`` and
+    ``a.b`` too)."""
+    found = set()
+    for name in names:
+        parts = name.split(".")
+        if parts[0] == package:
+            found.update(".".join(parts[:n]) for n in range(1, len(parts) + 1))
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def _module_imports(path: str, stamp: tuple[int, int], module: str) -> frozenset[str]:
+    """The names module ``module`` (source at ``path``) imports; cached by (mtime, size) so that a
+    warm ``make book`` parses each module once."""
+    tree = ast.parse(Path(path).read_bytes(), filename=path)
+    return frozenset(_imported_names(tree, module, path.endswith("__init__.py")))
+
+
+def module_dependencies(direct: Iterable[str], package_dir: str | os.PathLike = PACKAGE_DIR) -> list[str]:
+    """The modules of the package at ``package_dir`` (``zaplib``) that importing ``direct`` runs:
+    those modules, their parent packages and everything they import, transitively, read
+    statically with :mod:`ast`. The :data:`MACHINERY` modules count with their own source, but their
+    imports of chapter modules are not followed (they reach every chapter)."""
+    package_dir = Path(package_dir)
+    package = package_dir.name
+    machinery = {f"{package}.{name}" for name in MACHINERY}
+    chapters = f"{package}.{CHAPTER_PACKAGE}"
+    found: set[str] = set()
+    todo = sorted(_with_parents(direct, package))
+    while todo:
+        name = todo.pop()
+        path = _module_file(name, package_dir)
+        if name in found or path is None:
+            continue
+        found.add(name)
+        stat = path.stat()
+        imported = _with_parents(_module_imports(str(path), (stat.st_mtime_ns, stat.st_size), name), package)
+        if name in machinery:
+            imported = {n for n in imported if n != chapters and not n.startswith(chapters + ".")}
+        todo.extend(sorted(imported - found))
+    return sorted(found)
+
+
+def notebook_dependencies(notebook, package_dir: str | os.PathLike = PACKAGE_DIR) -> list[str]:
+    """The zaplib modules a notebook runs: what its code cells import (``import zaplib.x``,
+    ``from zaplib import x, y``, ``from zaplib.x import ...``), transitively
+    (:func:`module_dependencies`). IPython magics are skipped; a cell that does not parse as Python
+    makes the notebook depend on every module (the safe side)."""
+    package_dir = Path(package_dir)
+    direct: set[str] = set()
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        # magics (%, !) are not Python; blank them and keep the line numbers
+        source = "\n".join("" if line.lstrip().startswith(("%", "!")) else line
+                           for line in cell.source.splitlines())
+        try:
+            direct |= _imported_names(ast.parse(source), None, False)
+        except SyntaxError:
+            direct |= {".".join((package_dir.name, *path.relative_to(package_dir).with_suffix("").parts))
+                       for path in package_dir.rglob("*.py")}
+    return module_dependencies(direct, package_dir)
+
+
+def sources_digest(modules: Iterable[str], package_dir: str | os.PathLike = PACKAGE_DIR) -> str:
+    """sha256 over the source files of ``modules`` (relative path and bytes) in the package at
+    ``package_dir``."""
+    package_dir = Path(package_dir)
     digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in sorted({_module_file(name, package_dir) for name in modules} - {None}):
+        digest.update(str(path.relative_to(package_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -364,13 +437,15 @@ def _notebook_inputs(notebook) -> list[list[str]]:
 
 def chapter_fingerprint(chapter: Chapter, parameters: dict, notebook, results_root: Path) -> str:
     """What an executed chapter depends on, hashed: its resolved parameters, its notebook's cells,
-    the zaplib sources, and the stored runs of the experiments it reads (``chapter.experiments``).
+    the sources of the zaplib modules it imports, directly or transitively
+    (:func:`notebook_dependencies`; editing any other module leaves it fresh), and the stored runs of
+    the experiments it reads (``chapter.experiments``).
     Two executions with equal fingerprints show the same numbers (every run is a pure function
     of its config), so :func:`build_book` need not repeat the second."""
     return config_hash({  # canonical JSON: tuple-valued parameters hash as the lists papermill passes
         "parameters": parameters,
         "notebook": _notebook_inputs(notebook),
-        "zaplib": _zaplib_sources_digest(),
+        "zaplib": sources_digest(notebook_dependencies(notebook, PACKAGE_DIR), PACKAGE_DIR),
         "results": _stored_files(Path(results_root), chapter.experiments),
     })
 
@@ -378,7 +453,7 @@ def chapter_fingerprint(chapter: Chapter, parameters: dict, notebook, results_ro
 def is_up_to_date(chapter: Chapter | str, profile: str | None = None, *, params: dict | None = None,
                   registry: dict[str, Chapter] | None = None, root=None) -> bool:
     """Whether the chapter's notebook was executed by :func:`run_chapter` with exactly these
-    parameters, notebook cells, zaplib sources and stored runs (see :func:`chapter_fingerprint`)."""
+    parameters, notebook cells, sources of the zaplib modules it imports and stored runs (see :func:`chapter_fingerprint`)."""
     import nbformat
 
     chapter = get_chapter(chapter, registry) if isinstance(chapter, str) else chapter
@@ -444,403 +519,3 @@ def _run_chapters(registry, profile, site, **options):
             continue
         print(f"zaplib: running chapter {chapter.name!r} (profile {profile})", file=sys.stderr)
         run_chapter(chapter, profile=profile, root=site, **options)
-
-
-# =============================================================================================
-# 3. Results store
-# =============================================================================================
-
-
-def canonical_json(config: dict) -> str:
-    """The config as canonical JSON: sorted keys, no spaces, no NaN. Tuples read as lists."""
-    if not isinstance(config, dict):
-        raise TypeError(f"a config is a dict, got {type(config).__name__}")
-    try:
-        return json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"a config must be plain JSON (str, int, float, bool, None, lists, dicts): {exc}")
-
-
-def config_hash(config: dict) -> str:
-    """sha256 of :func:`canonical_json`, first 16 hex digits: stable across key order."""
-    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
-
-
-@functools.lru_cache(maxsize=None)
-def _git_state() -> tuple[str, bool | None]:
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True,
-                              text=True, timeout=20)
-
-    try:
-        head = git("rev-parse", "HEAD")
-        if head.returncode != 0:
-            return "unknown", None
-        status = git("status", "--porcelain", "--untracked-files=no")
-        return head.stdout.strip(), bool(status.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", None
-
-
-def _call_timed(fn: Callable[[dict], dict], config: dict) -> tuple[dict, dict]:
-    """Run ``fn(config)`` and describe where and how long (runs on the worker in a sweep)."""
-    started, t0 = datetime.now(timezone.utc), time.perf_counter()
-    result = fn(config)
-    wall = time.perf_counter() - t0
-    torch = sys.modules.get("torch")
-    if "device" in config:
-        device = str(config["device"])
-    else:
-        from . import get_device
-
-        device = str(get_device()) if torch is not None else "cpu"
-    return result, {
-        "started": started.isoformat(timespec="seconds"),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "wall_time_s": round(wall, 3),
-        "device": device,
-        "torch_version": getattr(torch, "__version__", None),
-        "torch_threads": torch.get_num_threads() if torch is not None else None,
-        "host": socket.gethostname(),
-        "python_version": platform.python_version(),
-    }
-
-
-class StoredRun(dict):
-    """One stored run: a dict of its results (tables as DataFrames, tensors, small values), with
-    ``.config``, ``.meta`` and ``.path``."""
-
-    def __init__(self, results, config, meta, path):
-        super().__init__(results)
-        self.config, self.meta, self.path = config, meta, Path(path)
-
-
-class Store:
-    """Results of pure experiment functions, one folder per (experiment, config).
-
-    ``root`` defaults to ``$ZAPLIB_RESULTS``, else ``<project>/results``; ``force`` defaults to
-    ``$ZAPLIB_FORCE``. With ``force`` every config is recomputed once per Store object (a second
-    ``run`` of the same config in the same notebook reuses the fresh result). ``profile`` is
-    recorded in the ``meta.json`` of the runs this store computes (a config's own ``profile`` key
-    wins); keep it out of configs so that equal settings reached from two profiles share runs."""
-
-    def __init__(self, root: str | os.PathLike | None = None, force: bool | None = None,
-                 profile: str | None = None):
-        root = root if root is not None else os.environ.get("ZAPLIB_RESULTS") or project_root() / "results"
-        self.root = Path(root).resolve()
-        self.force = bool(int(os.environ.get("ZAPLIB_FORCE", "0") or 0)) if force is None else force
-        self.profile = profile
-        self._fresh: set[tuple[str, str]] = set()
-
-    def __repr__(self):
-        return f"Store({str(self.root)!r}, force={self.force}, profile={self.profile!r})"
-
-    def path(self, experiment: str, config: dict) -> Path:
-        return self.root / experiment / config_hash(config)
-
-    def complete(self, experiment: str, config: dict, checkpoints: bool = False) -> bool:
-        """Whether the run is stored (and, with ``checkpoints``, all its big checkpoints exist)."""
-        meta_file = self.path(experiment, config) / "meta.json"
-        if not meta_file.exists():
-            return False
-        if checkpoints:
-            files = json.loads(meta_file.read_text())["files"]["tensors"].values()
-            return all((meta_file.parent / name).exists() for name in files)
-        return True
-
-    def needs_run(self, experiment: str, config: dict, force: bool | None = None,
-                  checkpoints: bool = False) -> bool:
-        force = self.force if force is None else force
-        if force and (experiment, config_hash(config)) not in self._fresh:
-            return True
-        return not self.complete(experiment, config, checkpoints)
-
-    def run(self, experiment: str, config: dict, fn: Callable[[dict], dict], force: bool | None = None,
-            checkpoints: bool = False) -> StoredRun:
-        """``fn(config)`` from the store when stored, else computed, stored and returned.
-
-        ``fn`` gets the config as it reads back from JSON and returns a dict of pandas DataFrames
-        (saved as CSV), tensors / state_dicts (``.pt``) and small JSON values. What is returned is
-        always the stored copy, so a reused run and a fresh one look the same."""
-        config = json.loads(canonical_json(config))
-        if self.needs_run(experiment, config, force, checkpoints):
-            self.save(experiment, config, *_call_timed(fn, config))
-        return self.load(experiment, config)
-
-    def save(self, experiment: str, config: dict, results: dict, meta: dict | None = None) -> Path:
-        """Write one run atomically: into ``.<hash>.tmp-<host>-<pid>``, then rename into place."""
-        import pandas as pd
-
-        final = self.path(experiment, config)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self._clean_partials(final.parent)
-        partial = final.with_name(f".{final.name}.tmp-{socket.gethostname()}-{os.getpid()}")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir()
-        files: dict[str, dict] = {"tables": {}, "tensors": {}, "values": {}}
-        values = {}
-        for key, value in results.items():
-            if not isinstance(key, str) or not key.replace("_", "").replace("-", "").isalnum():
-                raise ValueError(f"result names must be simple words, got {key!r}")
-            if isinstance(value, pd.DataFrame):
-                value.to_csv(partial / f"{key}.csv", index=False)
-                files["tables"][key] = f"{key}.csv"
-            elif _is_json(value):
-                values[key] = value
-            else:
-                files["tensors"][key] = self._save_tensor(value, partial / f"{key}.pt")
-        (partial / "values.json").write_text(json.dumps(values, indent=1, sort_keys=True) + "\n")
-        files["values"] = "values.json"
-        git_commit, git_dirty = _git_state()
-        meta = {
-            "experiment": experiment, "config_hash": final.name, "profile": config.get("profile", self.profile),
-            "git_commit": git_commit, "git_dirty": git_dirty, "zaplib_version": __version__,
-            **(meta or {}), "files": files,
-        }
-        (partial / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
-        (partial / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-        if final.exists():  # force: swap the old run out only once the new one is complete
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(partial, final)
-            shutil.rmtree(old)
-        else:
-            try:
-                os.replace(partial, final)
-            except OSError:  # another process stored this run meanwhile: keep theirs
-                shutil.rmtree(partial)
-        self._fresh.add((experiment, final.name))
-        return final
-
-    @staticmethod
-    def _save_tensor(value, path: Path) -> str:
-        import torch
-
-        torch.save(value, path)
-        if path.stat().st_size > BIG_CHECKPOINT_BYTES:  # git-ignored name; recomputed when missing
-            path = path.rename(path.with_name(path.name + ".big"))
-        return path.name
-
-    @staticmethod
-    def _clean_partials(folder: Path):
-        """Remove temporary folders left by killed runs of this host (their pid is gone)."""
-        host = socket.gethostname()
-        for partial in folder.glob(f".*.tmp-{host}-*"):
-            pid = int(partial.name.rsplit("-", 1)[1])
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                shutil.rmtree(partial, ignore_errors=True)
-            except PermissionError:
-                pass
-
-    def load(self, experiment: str, config: dict) -> StoredRun:
-        """The stored run of ``config``; ``FileNotFoundError`` when there is none. Big checkpoints
-        that are missing are left out (``meta['missing']`` names them)."""
-        import pandas as pd
-
-        path = self.path(experiment, config)
-        if not (path / "meta.json").exists():
-            raise FileNotFoundError(f"no stored run of {experiment!r} for config {canonical_json(config)}")
-        meta = json.loads((path / "meta.json").read_text())
-        results: dict[str, Any] = json.loads((path / meta["files"]["values"]).read_text())
-        for key, name in meta["files"]["tables"].items():
-            results[key] = pd.read_csv(path / name)
-        missing = []
-        for key, name in meta["files"]["tensors"].items():
-            if (path / name).exists():
-                import torch
-
-                results[key] = torch.load(path / name, map_location="cpu", weights_only=True)
-            else:
-                missing.append(key)
-        meta["missing"] = missing
-        config = json.loads((path / "config.json").read_text())
-        return StoredRun({k: results[k] for k in sorted(results)}, config, meta, path)
-
-    def configs(self, experiment: str) -> list[dict]:
-        """Configs of every stored run of ``experiment``."""
-        folder = self.root / experiment
-        runs = sorted(folder.glob("[!.]*/meta.json")) if folder.exists() else []
-        return [json.loads((meta.parent / "config.json").read_text()) for meta in runs]
-
-    def table(self, experiment: str, name: str, configs: Iterable[dict] | None = None):
-        """Table ``name`` of every stored run of ``experiment`` (or of the given ``configs``), stacked
-        into one tidy DataFrame with the config's keys as extra columns (nested keys joined by
-        ``.``; lists become tuples) and the run's hash as ``run``. A table column wins over a
-        config key of the same name."""
-        import pandas as pd
-
-        wanted = self.configs(experiment) if configs is None else list(configs)
-        frames = []
-        for config in wanted:
-            path = self.path(experiment, config)
-            if not (path / f"{name}.csv").exists() or not (path / "meta.json").exists():
-                if configs is not None:
-                    raise FileNotFoundError(f"no table {name!r} in the stored run {path}")
-                continue
-            frame = pd.read_csv(path / f"{name}.csv")
-            for key, value in _flatten(json.loads(canonical_json(config))).items():
-                if key not in frame.columns:
-                    frame[key] = [value] * len(frame)
-            frame["run"] = path.name
-            frames.append(frame)
-        if not frames:
-            raise FileNotFoundError(f"no stored runs of {experiment!r} with a table {name!r} in {self.root}")
-        return pd.concat(frames, ignore_index=True)
-
-
-def _is_json(value) -> bool:
-    try:
-        json.dumps(value, allow_nan=False)
-        return True
-    except (TypeError, ValueError):
-        return False
-
-
-def _flatten(config: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
-    return flat
-
-
-# =============================================================================================
-# 4. Executors and sweeps
-# =============================================================================================
-
-
-def grid(**axes: Iterable) -> list[dict]:
-    """Every combination of the axes, e.g. ``grid(seed=[0, 1], lr=[0.1, 0.01])`` -> 4 configs
-    (the last axis varies fastest). Combine with fixed keys: ``[{**base, **c} for c in grid(...)]``."""
-    names = list(axes)
-    return [dict(zip(names, combo)) for combo in itertools.product(*(list(axes[n]) for n in names))]
-
-
-def _single_thread_worker():
-    """Process initializer: one torch thread per worker, so N workers share N cores without the
-    oversubscription that made 2-thread runs collapse on a busy machine (reference notes)."""
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[name] = "1"
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-
-
-def local_executor(workers: int) -> cf.ProcessPoolExecutor:
-    """``workers`` fresh (spawned) processes with one torch thread each. Swept functions must be
-    importable (defined in a module such as ``zaplib.experiments``, not in a notebook)."""
-    import multiprocessing
-
-    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                  initializer=_single_thread_worker)
-
-
-class DaskExecutor(cf.Executor):
-    """A ``concurrent.futures`` executor on a Dask scheduler at ``address`` (``tcp://host:port``),
-    or on an existing ``dask.distributed.Client``. Tasks are impure (never deduplicated by Dask);
-    with ``single_thread`` every worker runs torch on one thread."""
-
-    def __init__(self, address, single_thread: bool = True):
-        from dask.distributed import Client
-
-        self._own_client = not isinstance(address, Client)
-        self.client = Client(address) if self._own_client else address
-        if single_thread:
-            self.client.run(_single_thread_worker)
-        self._executor = self.client.get_executor(pure=False)
-
-    def submit(self, fn, /, *args, **kwargs):
-        return self._executor.submit(fn, *args, **kwargs)
-
-    def shutdown(self, wait=True, *, cancel_futures=False):
-        self._executor.shutdown(wait=wait)
-        if self._own_client:
-            self.client.close()
-
-
-def make_executor(workers: int | None = None, scheduler: str | None = None) -> cf.Executor | None:
-    """The executor the environment asks for: Dask when ``scheduler`` / ``$ZAPLIB_SCHEDULER`` is
-    set, else ``workers`` / ``$ZAPLIB_WORKERS`` local processes when more than one, else ``None``
-    (serial, in this process)."""
-    scheduler = scheduler or os.environ.get("ZAPLIB_SCHEDULER")
-    if scheduler:
-        return DaskExecutor(scheduler)
-    workers = workers or int(os.environ.get("ZAPLIB_WORKERS", "1") or 1)
-    return local_executor(workers) if workers > 1 else None
-
-
-def sweep(fn: Callable[[dict], dict], configs: Iterable[dict], executor: cf.Executor | None = None,
-          store: Store | None = None, experiment: str | None = None, progress: bool = True,
-          force: bool | None = None, checkpoints: bool = False) -> list:
-    """``[fn(c) for c in configs]``, through ``executor``, resuming from ``store``.
-
-    With a ``store`` (and its ``experiment`` name) configs already stored are loaded, not submitted;
-    the rest are submitted, and each result is written to the store as soon as it arrives, by this
-    process. A killed sweep therefore resumes where it stopped. Returns the results in the order of
-    ``configs`` (:class:`StoredRun` objects with a store, ``fn``'s own results without).
-    ``executor=None`` takes :func:`make_executor` from the environment (serial by default) and
-    shuts it down at the end; a given executor is left running. The first failure cancels the
-    configs not yet started and is raised with its config."""
-    from tqdm import tqdm
-
-    if store is not None and experiment is None:
-        raise ValueError("sweep(..., store=...) needs the experiment name")
-    configs = [json.loads(canonical_json(c)) for c in configs]
-    results: list[Any] = [None] * len(configs)
-    todo: dict[str, list[int]] = {}  # config hash -> positions (duplicates computed once)
-    for i, config in enumerate(configs):
-        if store is not None and not store.needs_run(experiment, config, force, checkpoints):
-            results[i] = store.load(experiment, config)
-        else:
-            todo.setdefault(config_hash(config), []).append(i)
-
-    def finish(positions, outcome):
-        config = configs[positions[0]]
-        if store is not None:
-            store.save(experiment, config, *outcome)
-            outcome = store.load(experiment, config)
-        else:
-            outcome = outcome[0]
-        for i in positions:
-            results[i] = outcome
-        bar.update(len(positions))
-
-    bar = tqdm(total=len(configs), initial=len(configs) - sum(map(len, todo.values())),
-               desc=experiment or getattr(fn, "__name__", "sweep"), disable=not progress,
-               file=sys.stderr, mininterval=1.0)
-    owned = executor is None
-    executor = make_executor() if owned and todo else executor
-    try:
-        if executor is None:
-            for positions in todo.values():
-                with _naming_failures(fn, configs[positions[0]]):
-                    outcome = _call_timed(fn, configs[positions[0]])
-                finish(positions, outcome)
-        else:
-            futures = {executor.submit(_call_timed, fn, configs[p[0]]): p for p in todo.values()}
-            try:
-                for future in cf.as_completed(futures):
-                    positions = futures[future]
-                    with _naming_failures(fn, configs[positions[0]]):
-                        outcome = future.result()
-                    finish(positions, outcome)
-            finally:
-                for future in futures:
-                    future.cancel()
-    finally:
-        bar.close()
-        if owned and executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
-    return results
-
-
-@contextlib.contextmanager
-def _naming_failures(fn, config):
-    try:
-        yield
-    except Exception as exc:
-        raise RuntimeError(f"sweep: {getattr(fn, '__name__', fn)} failed on config "
-                           f"{canonical_json(config)}: {type(exc).__name__}: {exc}") from exc

@@ -2,7 +2,7 @@
 
 One function, :func:`run_stream`, trains one model through one stream under one method and returns
 tidy tables; it is a pure function of its JSON config (:func:`make_config`), so the results store
-(:class:`zaplib.runner.Store`) can cache it and :func:`zaplib.runner.sweep` can fan it out.
+(:class:`zaplib.store.Store`) can cache it and :func:`zaplib.store.sweep` can fan it out.
 
 The stream (LURE §3 "Learn", §4, App. A.2; Caccia et al. 2021):
 
@@ -50,6 +50,7 @@ from torch import nn
 
 from . import corruptions, metrics, resets, train
 from . import get_device
+from .store import config_hash, experiment
 
 METHODS = ("bl", "sp", "llf", "lure", "scratch")
 REPLAYS = ("full", "buffered", "none")
@@ -372,6 +373,7 @@ def weight_noise_table(model, sets: dict, sigmas, repeats=3, batch_size=1000, se
 # ---------------------------------------------------------------------------------------------
 # The experiment
 # ---------------------------------------------------------------------------------------------
+@experiment("lure_stream", version=1)  # = EXPERIMENT, which is defined with the chapter plan below
 def run_stream(config: dict, device=None, progress: bool = False, stage_callback=None) -> dict:
     """Train one model through one ALMA stream (see the module docstring) and return tidy tables:
 
@@ -618,8 +620,6 @@ def estimated_cost(config: dict) -> float:
 
 def unique_configs(plan: dict[str, list[dict]]) -> list[dict]:
     """All configs of a plan once each, most expensive first (so a sweep's workers end together)."""
-    from .runner import config_hash
-
     seen = {}
     for configs in plan.values():
         for c in configs:

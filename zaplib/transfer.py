@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .store import Store, experiment, sweep
 from .train import as_float
 
 __all__ = [
@@ -378,6 +379,7 @@ def _pool(config: dict, device):
     return train_x, test_x
 
 
+@experiment(TRANSFER_EXPERIMENT, version=1)
 def transfer_run(config: dict) -> dict:
     """One transfer experiment on one pre-trained model: every (seed, lr) of the config.
 
@@ -476,7 +478,7 @@ def run_protocol(kind: str, pretrain_configs: Sequence[dict], *, lrs: Sequence[f
     :func:`select_lr` picks one lr per (method, zap); phase 2 runs trajectories of ``classes``
     classes of the report pool with that lr and ``report_seeds``. ``common`` holds the other
     config keys (``val_pool``, ``eval_every`` ...). Both phases go through
-    :func:`zaplib.runner.sweep` (stored, resumable, any executor). A validation trajectory should
+    :func:`zaplib.store.sweep` (stored, resumable, any executor). A validation trajectory should
     be as long as a reported one (the best lr moves with the length; reference notes); it can
     only be shorter when the pool is too small (paper profile: 59 classes beside 600).
 
@@ -484,7 +486,6 @@ def run_protocol(kind: str, pretrain_configs: Sequence[dict], *, lrs: Sequence[f
     ``best_lr`` (from :func:`select_lr`), ``runs`` (one row per report run: feature density and
     norm for probes, wall time) and ``val_wall_s`` / ``report_wall_s`` (summed run wall times).
     """
-    from .runner import Store, sweep
 
     store = store if store is not None else Store()
     base = {"kind": kind, **common}

@@ -34,6 +34,7 @@ from torch import nn
 
 from .. import data, get_device, metrics, models, resets, train
 from ..chapters import Chapter
+from ..store import experiment
 
 EXPERIMENT = "toolkit"
 OPS = ("none", "zap_class", "zap_all", "reinit_later", "shrink_perturb", "snip_reinit", "shift_biases")
@@ -83,6 +84,7 @@ def apply_op(op: str, model: nn.Module, config: dict, snip_batch, generator: tor
     raise ValueError(f"unknown op {op!r}; ops: {OPS}")
 
 
+@experiment(EXPERIMENT, version=1)
 def run(config: dict) -> dict:
     """Train one seed, then every op of :data:`OPS` on a copy. Returns the tables ``training``
     (per epoch), ``resets`` (per op), ``per_class`` (per op × stage × class), ``zap_std`` and
