@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .chapters import DEFAULT_PROFILE, REGISTRY, Chapter, get_chapter
+from .report import CLAIMS_FOLDER
 from .store import PACKAGE_DIR, Store, config_hash, project_root
 # the notebooks still call these through the runner (runner.sweep, runner.make_executor)
 from .store import make_executor, sweep  # noqa: F401
@@ -512,7 +513,10 @@ def build_book(profile: str = DEFAULT_PROFILE, *, force: bool = False, scheduler
 
 
 def _run_chapters(registry, profile, site, **options):
-    for chapter in registry.values():
+    # Chapters that read the published claims tables (the introduction's scoreboard) run last, after
+    # every chapter has published its own.
+    ordered = sorted(registry.values(), key=lambda chapter: CLAIMS_FOLDER in chapter.experiments)
+    for chapter in ordered:
         if not options["force"] and is_up_to_date(chapter, profile, root=site):
             print(f"zaplib: chapter {chapter.name!r} is up to date (profile {profile}); "
                   "not re-executed (--force re-executes it)", file=sys.stderr)
