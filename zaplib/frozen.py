@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import data, get_device, metrics, models, resets, samplers, train
+from . import data, get_device, models, probes, resets, samplers, train
 
 EXPERIMENT = "frozen_weights"
 INTERVENTIONS = ("none", "reset_mutual", "reset_random", "reset_frozen", "reinit")
@@ -95,7 +95,7 @@ def load_task(task: str, n_train: int, n_val: int, n_test: int, device=None) -> 
     blurs all three."""
     name, k = parse_task(task)
     ds = data.load(name, device)
-    order = samplers.permutation(len(ds.x_train), torch.Generator().manual_seed(DATA_SEED))
+    order = samplers.permutation(len(ds.x_train), samplers.generator(DATA_SEED, "split"))
     order = order.to(ds.x_train.device)
     n_val = min(n_val, len(order) // 2)
     n_train = min(n_train, len(order) - n_val)
@@ -402,11 +402,12 @@ def run(config: dict) -> dict:
     target of ``config["targets"]`` for every target-set fraction × intervention. See the module
     docstring for the four returned tables.
 
-    Seeding: model (seed s, any λ) starts from ``torch.manual_seed(s)`` and draws its batches from
-    a generator seeded with s, so models that differ only in λ — or only in the source task — are
-    paired: same init, same batch order. Retraining batch order is seeded by (s, fraction) and is
-    the same for every intervention, so interventions are paired too; the re-draws of an
-    intervention use their own generator.
+    Seeding (every stream from :func:`zaplib.samplers.generator`): model (seed s, any λ) starts
+    from the stream (s, "init") and draws its batches from (s, "pretrain"), so models that differ
+    only in λ — or only in the source task — are paired: same init, same batch order. Retraining
+    batch order is the stream (s, "finetune", target, fraction index) and is the same for every
+    intervention, so interventions are paired too; the re-draws of an intervention use their own
+    stream (s, "intervene", intervention, target).
     """
     device = get_device(config.get("device"))
     eps = config["eps"]
@@ -418,7 +419,7 @@ def run(config: dict) -> dict:
 
     nets = []
     for seed in index["seed"]:
-        torch.manual_seed(int(seed))
+        torch.manual_seed(samplers.seed_int(int(seed), "init"))
         nets.append(build_model(config, shape, source["num_classes"]).to(device))
 
     # ---- pre-training, fractions probed at every epoch boundary
@@ -438,12 +439,12 @@ def run(config: dict) -> dict:
         frame.insert(2, "epoch", step // per_epoch)
         return frame
 
-    gens = [torch.Generator().manual_seed(int(seed)) for seed in index["seed"]]
-    nets, losses, probes = train_stacked(
+    gens = [samplers.generator(int(seed), "pretrain") for seed in index["seed"]]
+    nets, losses, pretrain_frames = train_stacked(
         nets, wds, source["x_train"], source["y_train"], steps=steps, batch_size=bs,
         lr=config["lr"], momentum=config["momentum"], generators=gens, probe=pretrain_probe,
         probe_steps=range(0, steps + 1, per_epoch))
-    pretrain = pd.concat(probes, ignore_index=True).merge(losses, on=["model", "step"], how="left")
+    pretrain = pd.concat(pretrain_frames, ignore_index=True).merge(losses, on=["model", "step"], how="left")
     pretrain = index.merge(pretrain, on="model")
 
     # ---- the pre-trained models: fractions, accuracy, input sensitivity
@@ -457,9 +458,9 @@ def run(config: dict) -> dict:
                "source_test_acc": train.evaluate(net, source["x_test"], source["y_test"])["acc"],
                "frozen_frac": pooled.frozen_frac, "mutually_frozen_frac": pooled.mutually_frozen_frac,
                "plain_sparse_frac": pooled.plain_sparse_frac,
-               "sensitivity_source": metrics.input_sensitivity(net, source["x_test"][:n_sens])}
+               "sensitivity_source": probes.input_sensitivity(net, source["x_test"][:n_sens])}
         for t, task in targets.items():
-            row[f"sensitivity[{t}]"] = metrics.input_sensitivity(net, task["x_test"][:n_sens])
+            row[f"sensitivity[{t}]"] = probes.input_sensitivity(net, task["x_test"][:n_sens])
             row[f"target_acc_before[{t}]"] = train.evaluate(net, task["x_test"], task["y_test"])["acc"]
         model_rows.append(row)
     model_table = index.merge(pd.DataFrame(model_rows), on="model")
@@ -467,7 +468,7 @@ def run(config: dict) -> dict:
     # ---- retraining: target × fraction × intervention, all stacked
     finetune_rows, dynamics_frames = [], []
     interventions = list(config["interventions"])
-    for t_i, (t, task) in enumerate(targets.items()):
+    for t, task in targets.items():
         for f_i, fraction in enumerate(config["target_fractions"]):
             n = max(1, int(round(fraction * len(task["x_train"]))))
             x_t, y_t = task["x_train"][:n], task["y_train"][:n]
@@ -475,8 +476,8 @@ def run(config: dict) -> dict:
             jobs, ft_nets, ft_wds, ft_gens = [], [], [], []
             for s, net in enumerate(nets):
                 seed = int(index.seed[s])
-                for v_i, intervention in enumerate(interventions):
-                    draw = torch.Generator().manual_seed(10_000 * (seed + 1) + 100 * v_i + t_i)
+                for intervention in interventions:
+                    draw = samplers.generator(seed, "intervene", intervention, t)
                     new, n_reset = intervene(net, intervention, eps, draw)
                     jobs.append({"model": s, "target": t, "fraction": fraction, "n_target": n,
                                  "steps": ft_steps, "intervention": intervention,
@@ -486,7 +487,7 @@ def run(config: dict) -> dict:
                                  "test_acc_before": train.evaluate(new, task["x_test"], task["y_test"])["acc"]})
                     ft_nets.append(new)
                     ft_wds.append(jobs[-1]["finetune_weight_decay"])
-                    ft_gens.append(torch.Generator().manual_seed(1_000_000 + 1000 * seed + 10 * f_i + t_i))
+                    ft_gens.append(samplers.generator(seed, "finetune", t, f_i))
 
             track = math.isclose(fraction, config["track_fraction"]) and "none" in interventions
             probe, schedule = None, ()

@@ -32,13 +32,10 @@ image each: 142 ms per step vs 1.7 ms for one model), so the chapter parallelise
 """
 from __future__ import annotations
 
-import copy
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -379,7 +376,7 @@ def pretrain_run(config: dict) -> dict:
     split = omniglot_data(config.get("split_seed", 0), device)
     bg = split.background
     model = build_pretrain_model(config).to(device)
-    generator = torch.Generator().manual_seed(10_000 + int(config["seed"]))
+    generator = samplers.generator(int(config["seed"]), "pretrain")
     method = config["method"]
     if method == "iid":
         model, records = pretrain_iid(

@@ -6,8 +6,11 @@
   acc;
 * expected calibration error with reliability-diagram data (LURE §7.1; Naeini et al. 2015,
   Guo et al. 2017 eq. 3; 15 equal-width bins; LURE's code has none, so this is ours);
-* local input sensitivity E_x ‖∂f/∂x‖_F (the mutually-frozen-weights chapter);
 * confidence intervals (t-interval, bootstrap) and the Mann–Whitney U test, from ``scipy.stats``.
+
+Probes that run a model (input sensitivity, corruption / PGD / weight-noise accuracy, norms,
+ReLU activity, sharpness) live in :mod:`zaplib.probes`; this module computes from predictions and
+numbers only, and imports no training code.
 
 Functions accept numpy arrays, lists or torch tensors and return Python floats / numpy / pandas.
 """
@@ -18,6 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import torch
 
 
 def _np(values) -> np.ndarray:
@@ -35,7 +39,16 @@ def _predictions(logits_or_pred, y) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- accuracy & friends
 def accuracy(logits_or_pred, y) -> float:
-    """Fraction of correct predictions; ``logits_or_pred`` is (N, C) scores or (N,) labels."""
+    """Fraction of correct predictions; ``logits_or_pred`` is (N, C) scores or (N,) labels.
+
+    The one accuracy function of the library. Torch tensors are compared on their own device
+    (only the final scalar crosses to the host); anything else goes through numpy.
+    """
+    if isinstance(logits_or_pred, torch.Tensor) and isinstance(y, torch.Tensor):
+        if y.numel() == 0:
+            return float("nan")
+        pred = logits_or_pred.argmax(-1) if logits_or_pred.dim() == y.dim() + 1 else logits_or_pred
+        return float((pred == y.to(pred.device)).float().mean())
     y = _np(y)
     if y.size == 0:
         return float("nan")
@@ -118,47 +131,6 @@ def ece(probs, labels, n_bins: int = 15) -> tuple[float, pd.DataFrame]:
         "accuracy": mean_acc,
     })
     return value, reliability
-
-
-# ----------------------------------------------------------------------------- input sensitivity
-def input_sensitivity(model, x, batch_size: int = 100, reduction: str = "mean", chunk_size: int | None = None):
-    """Local input sensitivity E_x ‖∂f/∂x‖_F: the Frobenius norm of the Jacobian of the logits
-    w.r.t. the input image, averaged over the examples of ``x``.
-
-    The Jacobian of each example is computed exactly (``torch.func.jacrev`` under ``vmap``, i.e.
-    one batched vector–Jacobian product per output class; ``chunk_size`` bounds the number of
-    classes handled at once) with the model in eval mode, so each example's Jacobian is that of
-    the function the model computes on it alone (BatchNorm uses running statistics). uint8
-    images are scaled to [0, 1] first, so the derivative is per unit of [0, 1] intensity. For a
-    linear model f(x) = Wx + b the value is ‖W‖_F for every x.
-
-    ``reduction="none"`` returns the per-example norms as a numpy array.
-    """
-    import torch
-    from torch.func import jacrev, vmap
-
-    from .train import as_float
-
-    def single(image):
-        return model(image.unsqueeze(0)).squeeze(0)
-
-    jacobian = vmap(jacrev(single, chunk_size=chunk_size))
-    was_training = model.training
-    model.eval()
-    norms = []
-    try:
-        for start in range(0, len(x), batch_size):
-            xb = as_float(x[start : start + batch_size]).detach()
-            jac = jacobian(xb)  # (B, C, *input_shape)
-            norms.append(jac.flatten(1).norm(dim=1).detach())
-    finally:
-        model.train(was_training)
-    per_example = torch.cat(norms).cpu().numpy()
-    if reduction == "none":
-        return per_example
-    if reduction == "mean":
-        return float(per_example.mean())
-    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -268,7 +240,6 @@ __all__ = [
     "errors_from_accuracy",
     "generalisation_gap",
     "ece",
-    "input_sensitivity",
     "Interval",
     "MannWhitney",
     "mean_ci",

@@ -14,11 +14,12 @@ Ways to Fix It* (``shared/papers/negative-pretraining-effect.txt``; "the paper" 
   transform (:func:`path_1d`) or two (:func:`path_2d`: "blur then contrast", "contrast then blur",
   "diagonal", and the shift variants; Fig. 5 and its footnote 3).
 * §6 (intervention C): bias reset before task 1, task 2, both or neither — :func:`two_task_path`.
-* Appendix 8.3 statistics: per-layer weight and bias norms (:func:`layer_norms`), the fraction of
-  active ReLUs before and after each intervention (:func:`relu_activity`, forward hooks) and the
-  epochs to the best validation loss (``steps`` table).
+* Appendix 8.3 statistics: per-layer weight and bias norms (:func:`zaplib.probes.layer_norms`),
+  the fraction of active ReLUs before and after each intervention
+  (:func:`zaplib.probes.relu_activity`, forward hooks) and the epochs to the best validation loss
+  (``steps`` table).
 * §7 "why" probe: the training loss and a sharpness proxy along the way
-  (:func:`perturbed_loss_sharpness`, :func:`hessian_top_eigenvalue`).
+  (:func:`zaplib.probes.perturbed_loss_sharpness`, :func:`zaplib.probes.hessian_top_eigenvalue`).
 
 An experiment run is :func:`run_path`, a pure function of a plain JSON config (see
 :func:`path_config`) that returns tidy DataFrames for :class:`zaplib.runner.Store`. Paths that share
@@ -37,15 +38,13 @@ Choices the paper leaves open (listed in the chapter's faithfulness box):
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import functools
 import hashlib
 import json
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +53,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import data, get_device, models, resets, train
+from . import data, get_device, models, resets, samplers, train
+from .probes import hessian_top_eigenvalue, layer_norms, perturbed_loss_sharpness, relu_activity
 
 EXPERIMENT = "negative_pretraining"
 TRANSFORMS = ("blur", "contrast", "shift")
 ORDERS_2D = ("first_then_second", "second_then_first", "diagonal")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 # =============================================================================================
@@ -296,7 +296,7 @@ def _prepared(data_json: str, device: str) -> PathData:
     if n_train + n_val > n_total:
         raise ValueError(f"n_train + n_val = {n_train + n_val} > {n_total} training images")
     # The offline CIFAR-10 file is sorted by class: a seeded permutation, never "the first n".
-    gen = torch.Generator().manual_seed(int(cfg.get("data_seed", 0)))
+    gen = samplers.generator(int(cfg.get("data_seed", 0)), "split")
     order = torch.randperm(n_total, generator=gen).to(ds.y_train.device)
     tr, va = order[:n_train], order[n_train:n_train + n_val]
     n_test = int(cfg.get("n_test", 0)) or len(ds.y_test)
@@ -329,144 +329,15 @@ def task_transform(task: Task):
     return transform
 
 
-def _transformed(x: torch.Tensor, task: Task, seed: int) -> torch.Tensor:
-    """``x`` (uint8) as floats under ``task``, random shifts drawn once from ``seed``."""
+def _transformed(x: torch.Tensor, task: Task, generator: torch.Generator) -> torch.Tensor:
+    """``x`` (uint8) as floats under ``task``, random shifts drawn once from ``generator``."""
     xf = train.as_float(x)
     tf = task_transform(task)
-    return xf if tf is None else tf(xf, torch.Generator().manual_seed(seed))
+    return xf if tf is None else tf(xf, generator)
 
 
 # =============================================================================================
-# 3. Statistics (appendix 8.3) and the "why" probes (§7)
-# =============================================================================================
-def layer_norms(model: nn.Module) -> pd.DataFrame:
-    """One row per parameter tensor: ``param, layer, kind`` (weight / bias), ``order`` (depth
-    index), ``numel``, L2 ``norm`` and ``rms`` = norm/√numel (appendix 8.3: bias and weight norms)."""
-    rows = []
-    for order, (name, p) in enumerate(model.named_parameters()):
-        layer, _, leaf = name.rpartition(".")
-        rows.append({"param": name, "layer": layer or name, "kind": "bias" if leaf == "bias" else "weight",
-                     "order": order, "numel": p.numel(), "norm": float(p.detach().norm()),
-                     "rms": float(p.detach().norm() / math.sqrt(p.numel()))})
-    return pd.DataFrame(rows)
-
-
-def relu_sites(model: nn.Module) -> dict[str, nn.Module]:
-    """Modules whose outputs are ReLU outputs or ReLU inputs, by name: every ``nn.ReLU``; for the
-    CIFAR ResNet (functional ReLUs), the stem BN and each block's ``bn1`` (ReLU inputs) and each
-    block's output (a ReLU output). A unit is active where this output is > 0."""
-    sites = {}
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ReLU):
-            sites[name] = module
-        elif isinstance(module, models.BasicBlock):
-            sites[f"{name}.bn1"] = module.bn1
-            sites[name] = module
-    if isinstance(model, models.ResNet):
-        sites = {"bn1": model.bn1, **sites}
-    return sites
-
-
-@torch.no_grad()
-def relu_activity(model: nn.Module, x: torch.Tensor) -> pd.DataFrame:
-    """Fraction of active ReLUs on the float batch ``x`` (eval mode), via forward hooks on
-    :func:`relu_sites`: ``frac_active`` = share of (image, unit) entries > 0; ``frac_dead`` = share
-    of channels (features, for flat layers) that are > 0 for no image and no position."""
-    stats, handles = {}, []
-
-    def hook(name):
-        def record(_module, _inputs, output):
-            active = output > 0
-            per_channel = active.transpose(0, 1).flatten(1).any(1) if active.dim() > 1 else active
-            stats[name] = (float(active.float().mean()), float(1 - per_channel.float().mean()))
-        return record
-
-    for name, module in relu_sites(model).items():
-        handles.append(module.register_forward_hook(hook(name)))
-    was_training = model.training
-    model.eval()
-    try:
-        model(x)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    return pd.DataFrame([{"site": k, "order": i, "frac_active": v[0], "frac_dead": v[1]}
-                         for i, (k, v) in enumerate(stats.items())])
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-@torch.no_grad()
-def perturbed_loss_sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.1,
-                             draws: int = 3, generator: torch.Generator | None = None) -> tuple[float, float]:
-    """A sharpness proxy: the mean curvature-driven loss increase on ``(x, y)`` under random
-    weight perturbations ε whose entries have standard deviation ``sigma``·rms(θ_l) for each
-    parameter tensor θ_l (layer-relative, in the spirit of the perturbation sharpness measures of
-    Jiang et al. 2019, cited in the paper's §7). Antithetic pairs, [L(θ+ε) + L(θ−ε)]/2 − L(θ), cancel
-    the first-order (gradient) term, so the proxy ≈ ½ εᵀHε stays meaningful away from a minimum.
-    Returns ``(loss, mean increase)``; eval mode, weights restored exactly."""
-    with _eval_mode(model):
-        base = float(F.cross_entropy(model(x), y))
-        params = list(model.parameters())
-        saved = [p.detach().clone() for p in params]
-        increases = []
-        try:
-            for _ in range(draws):
-                noise = [sigma * float(s.norm()) / math.sqrt(s.numel())
-                         * torch.randn(s.shape, generator=generator, dtype=s.dtype).to(s.device) for s in saved]
-                pair = []
-                for sign in (1.0, -1.0):
-                    for p, s, e in zip(params, saved, noise):
-                        p.copy_(s + sign * e)
-                    pair.append(float(F.cross_entropy(model(x), y)))
-                increases.append(0.5 * (pair[0] + pair[1]) - base)
-        finally:
-            for p, s in zip(params, saved):
-                p.copy_(s)
-    return base, float(np.mean(increases))
-
-
-def hessian_top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iters: int = 10,
-                           generator: torch.Generator | None = None) -> float:
-    """Largest-magnitude eigenvalue of the Hessian of the loss on ``(x, y)`` w.r.t. all parameters,
-    by power iteration on Hessian-vector products (``torch.func``: forward-over-reverse ``jvp`` of
-    ``grad``); eval mode, so BN uses its running statistics and nothing is updated. Returns the
-    Rayleigh quotient after ``iters`` products (the paper's §4/§7 link to "a Hessian with lower
-    maximal eigenvalue")."""
-    from torch.func import functional_call, grad, jvp
-
-    with _eval_mode(model):
-        params = {k: v.detach() for k, v in model.named_parameters()}
-        buffers = {k: v.detach() for k, v in model.named_buffers()}
-
-        def loss(p):
-            return F.cross_entropy(functional_call(model, (p, buffers), (x,)), y)
-
-        def normalised(v):
-            norm = torch.sqrt(sum((t * t).sum() for t in v.values()))
-            return {k: t / norm for k, t in v.items()}
-
-        v = normalised({k: torch.randn(t.shape, generator=generator, dtype=t.dtype).to(t.device)
-                        for k, t in params.items()})
-        eig = float("nan")
-        for _ in range(max(1, iters)):
-            hv = jvp(grad(loss), (params,), (v,))[1]
-            eig = float(sum((hv[k] * v[k]).sum() for k in v))
-            v = normalised(hv)
-    return eig
-
-
-# =============================================================================================
-# 4. One run: a path for one seed
+# 3. One run: a path for one seed
 # =============================================================================================
 def prefix_cache_dir() -> Path | None:
     """Where :func:`run_path` memoises path prefixes: ``$ZAPLIB_PATHS_CACHE`` ("" or "off"
@@ -500,19 +371,16 @@ def build_path_model(model_cfg: dict, in_channels: int, side: int, num_classes: 
     return models.build_model(name, **kw)
 
 
-def _step_generator(seed: int, index: int) -> torch.Generator:
-    return torch.Generator().manual_seed(1_000_003 * (seed + 1) + 7919 * index)
-
-
 def _run_step(model: nn.Module, step: Step, index: int, d: PathData, seed: int, probes: dict,
               device: torch.device) -> dict[str, pd.DataFrame]:
     """Apply one (task, process) pair, with its bias reset, to ``model`` in place."""
-    gen = _step_generator(seed, index)
-    probe_gen = torch.Generator().manual_seed(seed * 7 + index)
+    gen = samplers.generator(seed, "step", index, "train")
+    probe_gen = samplers.generator(seed, "step", index, "sharpness")
     n_probe = int(probes["n_probe"])
-    x_probe = _transformed(d.x_train[:n_probe], step.task, seed + 11 * index).to(device)
+    x_probe = _transformed(d.x_train[:n_probe], step.task,
+                           samplers.generator(seed, "step", index, "probe_images")).to(device)
     y_probe = d.y_train[:n_probe]
-    x_val = _transformed(d.x_val, step.task, seed + 13 * index)
+    x_val = _transformed(d.x_val, step.task, samplers.generator(seed, "step", index, "val_images"))
     norms, activity, sharp = [], [], []
 
     def snapshot(moment):
@@ -532,7 +400,7 @@ def _run_step(model: nn.Module, step: Step, index: int, d: PathData, seed: int, 
     hessian = {}
     if probes.get("hessian_iters"):
         hessian["hessian_start"] = hessian_top_eigenvalue(model, x_probe, y_probe, int(probes["hessian_iters"]),
-                                                          torch.Generator().manual_seed(seed + index))
+                                                          samplers.generator(seed, "step", index, "hessian"))
     every, dense = int(probes.get("probe_every", 5)), int(probes.get("probe_dense", 5))
 
     def callback(epoch, _model):
@@ -554,7 +422,7 @@ def _run_step(model: nn.Module, step: Step, index: int, d: PathData, seed: int, 
     snapshot("end")
     if probes.get("hessian_iters"):
         hessian["hessian_end"] = hessian_top_eigenvalue(model, x_probe, y_probe, int(probes["hessian_iters"]),
-                                                        torch.Generator().manual_seed(seed + index))
+                                                        samplers.generator(seed, "step", index, "hessian"))
     test = train.evaluate(model, d.x_test, d.y_test)
     best_epoch = records.attrs.get("best_epoch")
     best_row = records[records["epoch"] == best_epoch] if best_epoch is not None else records.iloc[[]]
@@ -700,7 +568,7 @@ def memoise_path(config: dict) -> dict:
 
 
 # =============================================================================================
-# 5. The chapter's plan: every condition of the three interventions as configs
+# 4. The chapter's plan: every condition of the three interventions as configs
 # =============================================================================================
 def _processes_from(p: dict) -> dict[str, LearningProcess]:
     common = dict(momentum=p["momentum"], weight_decay=p["weight_decay"], batch_size=p["batch_size"])

@@ -38,7 +38,6 @@ The stream (LURE §3 "Learn", §4, App. A.2; Caccia et al. 2021):
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Iterator, Sequence
 
@@ -48,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import corruptions, metrics, resets, train
+from . import corruptions, metrics, probes, resets, samplers, train
 from . import get_device
 
 METHODS = ("bl", "sp", "llf", "lure", "scratch")
@@ -321,54 +320,6 @@ def _test_metrics(model, x, y, batch_size) -> dict:
             "ece": ece_value, "reliability": reliability}
 
 
-def _accuracy(model, x, y, batch_size) -> float:
-    return metrics.accuracy(train.predict_logits(model, x, batch_size), y)
-
-
-def corruption_table(model, x, y, names, severities, batch_size=1000, seed=0) -> pd.DataFrame:
-    """Accuracy of ``model`` on ``x`` (uint8) under each corruption and severity (plus
-    ``corruption="clean"``). The corrupted images depend only on ``seed``, so every model of a
-    comparison sees the same ones."""
-    xf = train.as_float(x)
-    rows = [{"corruption": "clean", "severity": 0, "acc": _accuracy(model, xf, y, batch_size)}]
-    for k, name in enumerate(names):
-        for s in severities:
-            g = torch.Generator().manual_seed(seed * 1000 + 10 * k + s)
-            xc = torch.cat([corruptions.corrupt(xf[i:i + batch_size], name, s, g)
-                            for i in range(0, len(xf), batch_size)])
-            rows.append({"corruption": name, "severity": s, "acc": _accuracy(model, xc, y, batch_size)})
-    return pd.DataFrame(rows)
-
-
-def pgd_table(model, x, y, eps_list, steps=10, batch_size=250, seed=0) -> pd.DataFrame:
-    """Accuracy under L∞ PGD-``steps`` (:func:`zaplib.corruptions.pgd_attack`) for each radius."""
-    xf = train.as_float(x)
-    rows = []
-    for eps in [0.0, *eps_list]:
-        g = torch.Generator().manual_seed(seed)
-        correct = 0
-        for i in range(0, len(xf), batch_size):
-            xb, yb = xf[i:i + batch_size], y[i:i + batch_size]
-            adv = corruptions.pgd_attack(model, xb, yb, eps, steps=steps, generator=g)
-            correct += int((train.predict_logits(model, adv, batch_size).argmax(1) == yb).sum())
-        rows.append({"eps": eps, "eps_255": eps * 255, "acc": correct / len(xf)})
-    return pd.DataFrame(rows)
-
-
-def weight_noise_table(model, sets: dict, sigmas, repeats=3, batch_size=1000, seed=0) -> pd.DataFrame:
-    """Accuracy on each named ``(x, y)`` set with N(0, σ²) added to every parameter (LURE §7.2),
-    ``repeats`` independent draws per σ (σ = 0 is the unperturbed model)."""
-    rows = []
-    for sigma in [0.0, *sigmas]:
-        for r in range(repeats if sigma > 0 else 1):
-            g = torch.Generator().manual_seed(seed * 1000 + r)
-            with corruptions.perturb_weights(model, sigma, generator=g):
-                for name, (x, y) in sets.items():
-                    rows.append({"sigma": sigma, "repeat": r, "split": name,
-                                 "acc": _accuracy(model, x, y, batch_size)})
-    return pd.DataFrame(rows)
-
-
 # ---------------------------------------------------------------------------------------------
 # The experiment
 # ---------------------------------------------------------------------------------------------
@@ -388,21 +339,22 @@ def run_stream(config: dict, device=None, progress: bool = False, stage_callback
 
     ``stage_callback(i, model)``, if given, sees the carried model at the start of every mega-batch
     ``i`` (0-based) before the method acts (tests use it). Pure in ``config``: the global RNG is used only inside ``torch.random.fork_rng`` and every other
-    draw comes from generators seeded by ``seed`` (method randomness) or ``order_seed`` (the stream,
-    the test subset, label noise, the probes' corrupted images).
+    draw comes from streams of :func:`zaplib.samplers.generator` under ``seed`` (init, method
+    randomness, replay buffer) or ``order_seed`` (the stream and test subset, label noise, the
+    probes' corrupted images).
     """
     config = make_config(**config)
     device = get_device(device)
     t_start = time.perf_counter()
     ds = load_data(config, device)
     num_classes = int(ds.num_classes)
-    order_g = torch.Generator().manual_seed(int(config["order_seed"]))
+    order_g = samplers.generator(int(config["order_seed"]), "stream")
 
     n_pool = len(ds.x_train) if config["n_pool"] is None else min(int(config["n_pool"]), len(ds.x_train))
     pool = torch.randperm(len(ds.x_train), generator=order_g)[:n_pool]
     x_pool, y_pool = ds.x_train[pool.to(device)], ds.y_train[pool.to(device)]
     if config["label_noise"] > 0:
-        noise_g = torch.Generator().manual_seed(int(config["order_seed"]) + 7919)
+        noise_g = samplers.generator(int(config["order_seed"]), "label_noise")
         y_pool = corruptions.noisy_labels(y_pool.cpu(), config["label_noise"], num_classes,
                                           noise_g).to(device)
     n_test = len(ds.x_test) if config["n_test"] is None else min(int(config["n_test"]), len(ds.x_test))
@@ -411,15 +363,15 @@ def run_stream(config: dict, device=None, progress: bool = False, stage_callback
 
     # The pool is already in shuffled order, so the stream is cut in order.
     stream = cut_stream(n_pool, config["n_megabatches"], config["val_fraction"])
-    buffer_g = torch.Generator().manual_seed(int(config["seed"]) * 7 + 3)
+    buffer_g = samplers.generator(int(config["seed"]), "replay_buffer")
     stages = replay_schedule(stream, config["replay"], config["buffer_size"],
                              config["buffer_size_val"], buffer_g)
 
     augment = _augment_fn(config)
     val_transform = augment if config["val_augment"] else None
-    g = torch.Generator().manual_seed(int(config["seed"]))
+    g = samplers.generator(int(config["seed"]), "method")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(config["seed"]))
+        torch.manual_seed(samplers.seed_int(int(config["seed"]), "init"))
         model = build_model(config, num_classes, in_channels=x_pool.shape[1]).to(device)
     if config["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
@@ -495,17 +447,17 @@ def run_stream(config: dict, device=None, progress: bool = False, stage_callback
         names = list(corruptions.CORRUPTIONS)
     if names:
         n = min(int(config["n_corruption"]), n_test)
-        results["corruptions"] = corruption_table(model, x_test[:n], y_test[:n], names,
+        results["corruptions"] = probes.corruption_table(model, x_test[:n], y_test[:n], names,
                                                   config["corruption_severities"],
                                                   config["eval_batch_size"], probe_seed)
     if config["pgd_eps"]:
         n = min(int(config["n_pgd"]), n_test)
-        results["pgd"] = pgd_table(model, x_test[:n], y_test[:n], config["pgd_eps"],
+        results["pgd"] = probes.pgd_table(model, x_test[:n], y_test[:n], config["pgd_eps"],
                                    config["pgd_steps"], seed=probe_seed)
     if config["weight_noise"]:
         n = int(config["n_weight_noise"])
         sets = {"train": (x_pool[:n], y_pool[:n]), "test": (x_test[:n], y_test[:n])}
-        results["weight_noise"] = weight_noise_table(model, sets, config["weight_noise"],
+        results["weight_noise"] = probes.weight_noise_table(model, sets, config["weight_noise"],
                                                      config["weight_noise_repeats"],
                                                      config["eval_batch_size"], probe_seed)
     results["summary"]["seconds"] = time.perf_counter() - t_start
@@ -564,14 +516,14 @@ def chapter_configs(params: dict) -> dict[str, list[dict]]:
                   lr_milestones=list(p["lr_milestones"]), batch_size=p["batch_size"], lr=p["lr"],
                   weight_decay=p["weight_decay"], buffer_size=p["buffer_size"],
                   score_size=p["score_size"])
-    probes = dict(corruptions=list(p["corruptions"]),
+    probe_settings = dict(corruptions=list(p["corruptions"]),
                   corruption_severities=list(p["corruption_severities"]),
                   n_corruption=p["n_corruption"], pgd_eps=[e / 255 for e in p["pgd_eps"]],
                   n_pgd=p["n_pgd"], weight_noise=list(p["weight_noise"]),
                   weight_noise_repeats=p["weight_noise_repeats"], n_weight_noise=p["n_weight_noise"])
 
     def cfg(variant, seed, probe=False, **over):
-        return make_config(**{**shared, **(probes if probe else {}), **VARIANTS[variant],
+        return make_config(**{**shared, **(probe_settings if probe else {}), **VARIANTS[variant],
                               **over, "seed": seed})
 
     main = [cfg(v, s, probe=True) for v in p["methods"] for s in p["seeds"]]
@@ -581,7 +533,7 @@ def chapter_configs(params: dict) -> dict[str, list[dict]]:
         """The main-table run when ``over`` changes nothing it has, else a new probe-free run."""
         plain = cfg(variant, seed, **over)
         hit = main_by_key.get((variant, seed))
-        if hit is not None and all(hit[k] == v for k, v in plain.items() if k not in probes):
+        if hit is not None and all(hit[k] == v for k, v in plain.items() if k not in probe_settings):
             return hit
         return plain
 
@@ -662,9 +614,6 @@ __all__ = [
     "load_data",
     "build_model",
     "apply_method",
-    "corruption_table",
-    "pgd_table",
-    "weight_noise_table",
     "run_stream",
     "EXPERIMENT",
     "VARIANTS",

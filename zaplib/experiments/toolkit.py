@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import data, get_device, metrics, models, resets, train
+from .. import data, get_device, metrics, models, resets, samplers, train
 
 EXPERIMENT = "toolkit"
 OPS = ("none", "zap_class", "zap_all", "reinit_later", "shrink_perturb", "snip_reinit", "shift_biases")
@@ -95,13 +95,10 @@ def run(config: dict) -> dict:
     snip_batch = (train.as_float(x_train[:SNIP_BATCH]), y_train[:SNIP_BATCH])
     seed = config["seed"]
 
-    def gen(offset: int) -> torch.Generator:  # one independent stream per use, all from the seed
-        return torch.Generator().manual_seed(1000 * seed + offset)
-
     model = build(config).to(device)
     model, training = train.train_iid(model, x_train, y_train, epochs=config["train_epochs"],
                                       batch_size=config["batch_size"], optimizer="adam",
-                                      lr=config["lr"], generator=gen(0))
+                                      lr=config["lr"], generator=samplers.generator(seed, "train"))
 
     def measure(net):
         logits = train.predict_logits(net, x_test)
@@ -110,12 +107,12 @@ def run(config: dict) -> dict:
 
     rows, per_class_rows = [], []
     n_params = sum(p.numel() for p in model.parameters())
-    for i, op in enumerate(OPS, start=1):
+    for op in OPS:
         net = copy.deepcopy(model)
-        changed = apply_op(op, net, config, snip_batch, gen(i))
+        changed = apply_op(op, net, config, snip_batch, samplers.generator(seed, "reset", op))
         acc_reset, pc_reset = measure(net)
         train.train_iid(net, x_retrain, y_retrain, epochs=1, batch_size=config["batch_size"],
-                        optimizer="adam", lr=config["lr"], generator=gen(100 + i))
+                        optimizer="adam", lr=config["lr"], generator=samplers.generator(seed, "retrain", op))
         acc_retrained, pc_retrained = measure(net)
         rows.append({"op": op, "entries_changed": changed, "fraction_changed": changed / n_params,
                      "acc_after_reset": acc_reset, "acc_after_retrain": acc_retrained})
@@ -127,9 +124,9 @@ def run(config: dict) -> dict:
     heads = {"trained": model.head.weight.detach().cpu().clone()}
     zap_rows = []
     n_rows, fan_in = model.head.weight.shape
-    for j, mode in enumerate(("row", "official_bug")):
+    for mode in ("row", "official_bug"):
         net = copy.deepcopy(model)
-        resets.zap(net.head, None, fan_in=mode, generator=gen(200 + j))
+        resets.zap(net.head, None, fan_in=mode, generator=samplers.generator(seed, "zap_draw", mode))
         drawn = net.head.weight.detach().cpu().clone()
         heads[mode] = drawn
         fan = fan_in if mode == "row" else n_rows * fan_in
