@@ -56,6 +56,13 @@ from . import data, get_device, models, probes, resets, samplers, train
 
 EXPERIMENT = "frozen_weights"
 INTERVENTIONS = ("none", "reset_mutual", "reset_random", "reset_frozen", "reinit")
+RESET_OPS = {  # the chapter's intervention -> its op in zaplib.resets.RESETS
+    "none": "none",
+    "reset_mutual": "mutually_frozen",
+    "reset_random": "random_like_mutually_frozen",
+    "reset_frozen": "frozen",
+    "reinit": "reinit_all",
+}
 GROUPS = ("mutually_frozen", "plain_sparse", "not_frozen")
 DATA_SEED = 0  # the fixed permutation that defines every task's subsets (same for all runs)
 
@@ -253,8 +260,9 @@ def weight_groups(model: nn.Module, eps: float) -> dict[str, torch.Tensor]:
 def intervene(model: nn.Module, intervention: str, eps: float,
               generator: torch.Generator | None = None) -> tuple[nn.Module, int]:
     """A copy of the pre-trained ``model`` after ``intervention`` (issue 7 §4); the number of
-    entries re-drawn. Re-drawn weights come from the layer's own init (``resets.reset_masked``,
-    ``init="model"``; PyTorch's default U(±1/√fan_in) for MLP / SmallCNN); biases are kept.
+    entries re-drawn. Each intervention is one op of :func:`zaplib.resets.apply`; re-drawn weights
+    come from the layer's own init (``init="model"``; PyTorch's default U(±1/√fan_in) for MLP /
+    SmallCNN); biases are kept.
 
     - ``none``: retrain as is;
     - ``reset_mutual``: re-draw the mutually frozen weights (:func:`resets.mutually_frozen_mask`);
@@ -264,21 +272,12 @@ def intervene(model: nn.Module, intervention: str, eps: float,
       matter, or would "small" do?;
     - ``reinit``: a freshly initialised network (:func:`resets.fresh_init`): training from scratch.
     """
-    if intervention == "reinit":
-        fresh = resets.fresh_init(model, generator)
-        return fresh, sum(p.numel() for p in fresh.parameters())
-    net = copy.deepcopy(model)
-    if intervention == "none":
-        return net, 0
-    if intervention in ("reset_mutual", "reset_random"):
-        masks, _ = resets.mutually_frozen_mask(net, eps)
-        if intervention == "reset_random":
-            masks = resets.random_masks_like(masks, generator)
-    elif intervention == "reset_frozen":
-        masks = resets.frozen_mask(net, eps)
-    else:
+    if intervention not in RESET_OPS:
         raise ValueError(f"unknown intervention {intervention!r}; choose from {INTERVENTIONS}")
-    return net, resets.reset_masked(net, masks, init="model", generator=generator)
+    op = RESET_OPS[intervention]
+    settings = {} if op in ("none", "reinit_all") else {"eps": eps, "init": "model"}
+    net = copy.deepcopy(model)
+    return net, resets.apply(op, net, generator, **settings)
 
 
 def dynamics_probe(model: nn.Module, groups: dict[str, torch.Tensor], eps: float,

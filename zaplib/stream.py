@@ -275,23 +275,21 @@ def apply_method(model: nn.Module, config: dict, score_batch=None,
     """
     method = config["method"]
     if method == "bl":
-        return 0
+        return resets.apply("none", model)
     if method == "sp":
-        return resets.shrink_perturb(model, config["sp_shrink"], config["sp_perturb"],
-                                     form=config["sp_form"], generator=generator)
+        return resets.apply("shrink_perturb", model, generator, shrink=config["sp_shrink"],
+                            perturb=config["sp_perturb"], form=config["sp_form"])
     if method == "llf":
-        return resets.reinit_layers(model, list(config["llf_layers"]), generator=generator)
+        return resets.apply("reinit_layers", model, generator, names=list(config["llf_layers"]))
     if method == "lure":
         if score_batch is None and config["criterion"] in ("snip", "fisher"):
             raise ValueError("LURE with a data-dependent criterion needs a score_batch")
-        return resets.lure_reset(model, score_batch, reset_fraction=config["reset_fraction"],
-                                 criterion=config["criterion"], tensors=config["reset_tensors"],
-                                 init=config["reset_init"], scope=config["reset_scope"],
-                                 generator=generator)
+        return resets.apply("lure", model, generator, batch=score_batch,
+                            reset_fraction=config["reset_fraction"], criterion=config["criterion"],
+                            tensors=config["reset_tensors"], init=config["reset_init"],
+                            scope=config["reset_scope"])
     if method == "scratch":
-        fresh = resets.fresh_init(model, generator)
-        model.load_state_dict(fresh.state_dict())
-        return sum(p.numel() for p in model.parameters())
+        return resets.apply("reinit_all", model, generator)
     raise ValueError(f"unknown method {method!r}")
 
 

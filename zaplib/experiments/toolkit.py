@@ -62,23 +62,25 @@ def later_layers(model: nn.Module, n: int = 2) -> list[str]:
 
 
 def apply_op(op: str, model: nn.Module, config: dict, snip_batch, generator: torch.Generator) -> int:
-    """Apply reset ``op`` in place; the number of entries it changed."""
+    """Apply the chapter's reset ``op`` in place through :func:`zaplib.resets.apply`; the number
+    of entries it changed."""
     if op == "none":
-        return 0
+        return resets.apply("none", model)
     if op == "zap_class":
-        return resets.zap(model.head, [config["zap_class"]], generator=generator)
+        return resets.apply("zap", model, generator, classes=[config["zap_class"]])
     if op == "zap_all":
-        return resets.zap(model.head, None, generator=generator)
+        return resets.apply("zap", model, generator, classes=None)
     if op == "reinit_later":
-        return resets.reinit_layers(model, later_layers(model), generator=generator)
+        return resets.apply("reinit_layers", model, generator, names=later_layers(model))
     if op == "shrink_perturb":
         shrink, perturb = config["shrink_perturb"]
-        return resets.shrink_perturb(model, shrink, perturb, form="fresh", generator=generator)
+        return resets.apply("shrink_perturb", model, generator, shrink=shrink, perturb=perturb,
+                            form="fresh")
     if op == "snip_reinit":
-        return resets.lure_reset(model, snip_batch, reset_fraction=1 - config["snip_keep"],
-                                 generator=generator)
+        return resets.apply("lure", model, generator, batch=snip_batch,
+                            reset_fraction=1 - config["snip_keep"])
     if op == "shift_biases":
-        return resets.shift_biases(model, config["bias_shift"])
+        return resets.apply("shift_biases", model, delta=config["bias_shift"])
     raise ValueError(f"unknown op {op!r}; ops: {OPS}")
 
 
@@ -134,10 +136,10 @@ def run(config: dict) -> dict:
                          "std_expected": math.sqrt(2 / fan), "std_drawn": float(drawn.std()),
                          "mean_drawn": float(drawn.mean()), "std_trained": float(heads["trained"].std())})
 
-    masks = resets.snip_mask(copy.deepcopy(model), snip_batch, keep=config["snip_keep"])
-    snip = pd.DataFrame([{"tensor": name, "entries": int(keep.numel()),
-                          "reset": int((~keep).sum()), "fraction_reset": float((~keep).float().mean())}
-                         for name, keep in masks.items()])
+    masks = resets.snip_mask(copy.deepcopy(model), snip_batch, fraction=1 - config["snip_keep"])
+    snip = pd.DataFrame([{"tensor": name, "entries": int(reset.numel()),
+                          "reset": int(reset.sum()), "fraction_reset": float(reset.float().mean())}
+                         for name, reset in masks.items()])
 
     training.attrs = {}  # tidy frame only: attrs do not survive CSV
     return {
