@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zaplib import corruptions, metrics, samplers, stream, train
+from zaplib import corruptions, metrics, models, samplers, stream, train
 from zaplib.models import cifar_resnet18
 
 TINY = dict(dataset="synthetic", width=2, n_pool=240, n_test=200, n_megabatches=2, epochs=2,
@@ -112,7 +112,7 @@ def test_best_validation_checkpoint_is_carried_forward(bl_run):
     pool = torch.randperm(len(ds.x_train), generator=order_g)[:config["n_pool"]]
     test_pick = torch.randperm(len(ds.x_test), generator=order_g)[:config["n_test"]]
     (_, va), _ = stream.cut_stream(config["n_pool"], 2, 0.1)
-    model = stream.build_model(config, ds.num_classes)
+    model = models.build(stream.model_config(config, ds.num_classes))
     model.load_state_dict(seen[1])
     val_acc = train.evaluate(model, ds.x_train[pool[va]], ds.y_train[pool[va]])["acc"]
     ep1 = res["epochs"][res["epochs"]["megabatch"] == 1]

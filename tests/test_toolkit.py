@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from zaplib import data
+from zaplib import data, models
 from zaplib.experiments import toolkit
 
 TINY = {"seed": 0, "dataset": "mnist", "model": "small_cnn", "width": 4, "n_train": 256, "n_test": 100,
@@ -21,7 +21,7 @@ def tiny_run():
 
 def test_each_op_changes_the_entries_it_names(tiny_run):
     changed = tiny_run["resets"].set_index("op")["entries_changed"]
-    model = toolkit.build(TINY)
+    model = models.build(TINY)
     head = model.head.weight
     n_bias = sum(p.numel() for name, p in model.named_parameters() if name.endswith("bias"))
     assert changed["none"] == 0

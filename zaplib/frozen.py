@@ -123,19 +123,22 @@ def load_task(task: str, n_train: int, n_val: int, n_test: int, device=None) -> 
 # ---------------------------------------------------------------------------------------------
 # Models and stacked training with a weight decay per model
 # ---------------------------------------------------------------------------------------------
-def build_model(config: dict, input_shape: Sequence[int], num_classes: int = 10) -> nn.Module:
-    """The untrained network of ``config`` (``model`` = "mlp": ``depth`` hidden layers of ``width``
-    units; "small_cnn": :class:`~zaplib.models.SmallCNN` with ``width`` channels), for inputs of
-    shape (C, H, W). Both are plain feed-forward ReLU nets without normalisation layers, which is
-    what the mutually-frozen analysis assumes. Seed the global RNG first for a reproducible init."""
+def model_config(config: dict, input_shape: Sequence[int], num_classes: int, seed: int) -> dict:
+    """The :func:`zaplib.models.build` config of the untrained network of ``config`` (``model`` =
+    "mlp": ``depth`` (2) hidden layers of ``width`` units; "small_cnn":
+    :class:`~zaplib.models.SmallCNN` with ``width`` channels) for inputs of shape (C, H, W),
+    initialised from ``seed``. Both are plain feed-forward ReLU nets without normalisation layers,
+    which is what the mutually-frozen analysis assumes."""
+    if config["model"] not in ("mlp", "small_cnn"):
+        raise ValueError(f"model must be 'mlp' or 'small_cnn', got {config['model']!r}")
     c, h, w = input_shape
+    if h != w:
+        raise ValueError(f"square images only, got {h}×{w}")
+    cfg = {"model": config["model"], "width": config["width"], "in_channels": c, "input_size": h,
+           "num_classes": num_classes, "seed": int(seed)}
     if config["model"] == "mlp":
-        return models.MLP(c * h * w, hidden=(config["width"],) * config.get("depth", 2),
-                          num_classes=num_classes)
-    if config["model"] == "small_cnn":
-        return models.SmallCNN(in_channels=c, num_classes=num_classes, width=config["width"],
-                               input_size=h)
-    raise ValueError(f"model must be 'mlp' or 'small_cnn', got {config['model']!r}")
+        cfg["depth"] = config.get("depth", 2)
+    return cfg
 
 
 def add_weight_decay(stacked: train.StackedModels, weight_decays: Sequence[float]):
@@ -418,8 +421,7 @@ def run(config: dict) -> dict:
 
     nets = []
     for seed in index["seed"]:
-        torch.manual_seed(samplers.seed_int(int(seed), "init"))
-        nets.append(build_model(config, shape, source["num_classes"]).to(device))
+        nets.append(models.build(model_config(config, shape, source["num_classes"], seed)).to(device))
 
     # ---- pre-training, fractions probed at every epoch boundary
     bs = config["batch_size"]
@@ -544,7 +546,7 @@ def run(config: dict) -> dict:
 
 __all__ = [
     "EXPERIMENT", "INTERVENTIONS", "GROUPS", "parse_task", "parse_transfer", "load_task",
-    "build_model", "add_weight_decay", "train_stacked", "finetune_steps", "probe_schedule",
+    "model_config", "add_weight_decay", "train_stacked", "finetune_steps", "probe_schedule",
     "frozen_table", "weight_groups", "intervene", "dynamics_probe", "correlation", "configs", "run",
     "SAME_DECAY",
 ]

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import resets, samplers
+from . import models, resets, samplers
 from .train import as_float, evaluate, train_iid
 
 __all__ = [
@@ -52,7 +52,7 @@ __all__ = [
     "anml_inner_params",
     "pretrain_asb",
     "pretrain_iid",
-    "build_pretrain_model",
+    "model_config",
     "omniglot_data",
     "pretrain_run",
     "load_pretrained",
@@ -341,17 +341,15 @@ def omniglot_data(split_seed: int = 0, device=None):
     return _DATA_CACHE[key]
 
 
-def build_pretrain_model(config: dict) -> nn.Module:
-    """The network of a pre-training config: ``OmniglotConvNet`` (methods iid / asb / meta_asb) or
-    ``ANML`` (method anml) with ``channels`` (and ``nm_channels``) and ``head_outputs`` classes,
-    initialised from ``torch.manual_seed(seed)`` (the model constructors use the global RNG)."""
-    from .models import ANML, OmniglotConvNet
-
-    torch.manual_seed(int(config["seed"]))
+def model_config(config: dict) -> dict:
+    """The :func:`zaplib.models.build` config of a pre-training config: ``OmniglotConvNet``
+    (methods iid / asb / meta_asb / untrained) or ``ANML`` (method anml) with ``channels`` (and
+    ``nm_channels``) and ``head_outputs`` classes, initialised from the run's ``seed``."""
     if config["method"] == "anml":
-        return ANML(channels=config["channels"], nm_channels=config["nm_channels"],
-                    num_classes=config["head_outputs"])
-    return OmniglotConvNet(channels=config["channels"], num_classes=config["head_outputs"])
+        return {"model": "anml", "channels": config["channels"], "nm_channels": config["nm_channels"],
+                "num_classes": config["head_outputs"], "seed": int(config["seed"])}
+    return {"model": "omniglot_convnet", "channels": config["channels"],
+            "num_classes": config["head_outputs"], "seed": int(config["seed"])}
 
 
 def pretrain_run(config: dict) -> dict:
@@ -375,7 +373,7 @@ def pretrain_run(config: dict) -> dict:
     torch.set_flush_denormal(True)
     split = omniglot_data(config.get("split_seed", 0), device)
     bg = split.background
-    model = build_pretrain_model(config).to(device)
+    model = models.build(model_config(config)).to(device)
     generator = samplers.generator(int(config["seed"]), "pretrain")
     method = config["method"]
     if method == "iid":
@@ -417,6 +415,6 @@ def load_pretrained(config: dict, store=None, device=None) -> nn.Module:
     run = store.run(PRETRAIN_EXPERIMENT, config, pretrain_run)
     if "state" not in run:  # a big checkpoint that was not committed: recompute it
         run = store.run(PRETRAIN_EXPERIMENT, config, pretrain_run, force=True)
-    model = build_pretrain_model(run.config)
+    model = models.build(model_config(run.config))
     model.load_state_dict(run["state"])
     return model.to(get_device(device))

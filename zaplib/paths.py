@@ -240,8 +240,9 @@ def path_config(path: Sequence[Step], seed: int, data_cfg: dict, model_cfg: dict
 
     ``data_cfg``: ``dataset`` (for ``data.load``), ``n_train``, ``n_val`` (both drawn from the
     training set by a permutation seeded with ``data_seed``), ``n_test`` (0 = the whole test set),
-    ``resolution`` (image side after area down-sampling; None = native). ``model_cfg``: ``name`` for
-    ``models.build_model`` plus its keyword arguments (channels and input size are filled in).
+    ``resolution`` (image side after area down-sampling; None = native). ``model_cfg``: ``name``
+    (a :data:`zaplib.models.MODEL_BUILDERS` name) plus its settings (channels and input size are
+    filled in).
     ``probes``: see :data:`DEFAULT_PROBES`."""
     return {
         "seed": int(seed),
@@ -355,20 +356,21 @@ def _prefix_key(config: dict, n_steps: int, device: torch.device) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def build_path_model(model_cfg: dict, in_channels: int, side: int, num_classes: int, seed: int) -> nn.Module:
-    """``models.build_model`` from ``model_cfg``, initialised from ``seed`` (PyTorch default init,
-    paper appendix 8.2), with channels / input size / classes filled in."""
-    kw = {k: v for k, v in model_cfg.items() if k != "name"}
+def model_config(model_cfg: dict, in_channels: int, side: int, num_classes: int, seed: int) -> dict:
+    """The :func:`zaplib.models.build` config of a path's ``model_cfg`` (``name`` + constructor
+    settings), with channels / input size / classes filled in and initialised from ``seed``
+    (PyTorch default init, paper appendix 8.2)."""
+    cfg = {k: v for k, v in model_cfg.items() if k != "name"}
     name = model_cfg["name"]
-    kw.setdefault("num_classes", num_classes)
-    if name == "small_cnn":
-        kw.update(in_channels=in_channels, input_size=side)
+    cfg.update(model=name, seed=seed)
+    cfg.setdefault("num_classes", num_classes)
+    if name in ("small_cnn", "mlp"):
+        cfg.update(in_channels=in_channels, input_size=side)
     elif name in ("resnet18", "resnet10"):
-        kw["in_channels"] = in_channels
+        cfg["in_channels"] = in_channels
         if in_channels != 3:  # the CIFAR mean/std of the ResNet's built-in normalisation need 3 channels
-            kw.setdefault("normalize", False)
-    torch.manual_seed(seed)
-    return models.build_model(name, **kw)
+            cfg.setdefault("normalize", False)
+    return cfg
 
 
 def _run_step(model: nn.Module, step: Step, index: int, d: PathData, seed: int, probes: dict,
@@ -488,7 +490,8 @@ def _follow(config: dict, memoise_end: bool) -> dict[str, pd.DataFrame]:
         raise ValueError("a learning path needs at least one step")
     seed, probes = int(config["seed"]), {**DEFAULT_PROBES, **config.get("probes", {})}
     d = prepare_data(config["data"], device)
-    model = build_path_model(config["model"], d.x_train.shape[1], d.x_train.shape[-1], d.num_classes, seed).to(device)
+    shape = d.x_train.shape
+    model = models.build(model_config(config["model"], shape[1], shape[-1], d.num_classes, seed)).to(device)
     cache = prefix_cache_dir()
     frames: dict[str, list[pd.DataFrame]] = {}
     start = 0

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import corruptions, metrics, probes, resets, samplers, train
+from . import corruptions, metrics, models, probes, resets, samplers, train
 from . import get_device
 
 METHODS = ("bl", "sp", "llf", "lure", "scratch")
@@ -231,22 +231,21 @@ def load_data(config: dict, device=None):
 _GREY_STATS = {"fashion_mnist": ((0.2860,), (0.3530,)), "mnist": ((0.1307,), (0.3081,))}
 
 
-def build_model(config: dict, num_classes: int, in_channels: int = 3) -> nn.Module:
-    """The network of ``config`` (random init from the global RNG; seed it first). ResNet-18 has the
-    CIFAR stem and a width multiplier; grey-scale datasets get one input channel and their own
-    normalisation statistics."""
-    from . import models
-
+def model_config(config: dict, num_classes: int, in_channels: int = 3) -> dict:
+    """The :func:`zaplib.models.build` config of the network of ``config``, initialised from its
+    ``seed``. ResNet-18 has the CIFAR stem and a width multiplier; grey-scale datasets get one
+    input channel and their own normalisation statistics."""
     name = config["model"]
+    cfg = {"model": name, "num_classes": num_classes, "seed": int(config["seed"])}
     if name == "resnet18":
-        kw = {}
+        cfg["width"] = config["width"]
         if in_channels == 1:
             mean, std = _GREY_STATS.get(config["dataset"], ((0.5,), (0.25,)))
-            kw = {"in_channels": 1, "mean": mean, "std": std}
-        return models.cifar_resnet18(num_classes=num_classes, width=config["width"], **kw)
+            cfg.update(in_channels=1, mean=mean, std=std)
+        return cfg
     if in_channels != 3:
         raise ValueError(f"{name} takes RGB inputs only")
-    return models.build_model(name, num_classes=num_classes)
+    return cfg
 
 
 def _augment_fn(config: dict):
@@ -336,10 +335,11 @@ def run_stream(config: dict, device=None, progress: bool = False, stage_callback
     - ``corruptions`` / ``pgd`` / ``weight_noise`` when those probes are configured.
 
     ``stage_callback(i, model)``, if given, sees the carried model at the start of every mega-batch
-    ``i`` (0-based) before the method acts (tests use it). Pure in ``config``: the global RNG is used only inside ``torch.random.fork_rng`` and every other
-    draw comes from streams of :func:`zaplib.samplers.generator` under ``seed`` (init, method
-    randomness, replay buffer) or ``order_seed`` (the stream and test subset, label noise, the
-    probes' corrupted images).
+    ``i`` (0-based) before the method acts (tests use it). Pure in ``config``: the global RNG is
+    used only inside ``torch.random.fork_rng`` (:func:`zaplib.models.build`) and every draw comes
+    from streams of :func:`zaplib.samplers.generator` under ``seed`` (init, method randomness,
+    replay buffer) or ``order_seed`` (the stream and test subset, label noise, the probes'
+    corrupted images).
     """
     config = make_config(**config)
     device = get_device(device)
@@ -368,9 +368,7 @@ def run_stream(config: dict, device=None, progress: bool = False, stage_callback
     augment = _augment_fn(config)
     val_transform = augment if config["val_augment"] else None
     g = samplers.generator(int(config["seed"]), "method")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(samplers.seed_int(int(config["seed"]), "init"))
-        model = build_model(config, num_classes, in_channels=x_pool.shape[1]).to(device)
+    model = models.build(model_config(config, num_classes, in_channels=x_pool.shape[1])).to(device)
     if config["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
 
@@ -610,7 +608,7 @@ __all__ = [
     "cut_stream",
     "replay_schedule",
     "load_data",
-    "build_model",
+    "model_config",
     "apply_method",
     "run_stream",
     "EXPERIMENT",

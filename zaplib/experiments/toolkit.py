@@ -47,14 +47,6 @@ def configs(params: dict) -> list[dict]:
     return [{"seed": seed, **shared} for seed in params["seeds"]]
 
 
-def build(config: dict) -> nn.Module:
-    """The untrained network of ``config``, initialised from ``torch.manual_seed(seed)``."""
-    torch.manual_seed(config["seed"])
-    if config["model"] == "small_cnn":
-        return models.build_model("small_cnn", width=config["width"])
-    return models.build_model("mlp", hidden=(config["width"],))
-
-
 def later_layers(model: nn.Module, n: int = 2) -> list[str]:
     """Names of the last ``n`` conv/linear layers (for SmallCNN and MLP: the hidden layer + head)."""
     names = [name for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
@@ -97,7 +89,7 @@ def run(config: dict) -> dict:
     snip_batch = (train.as_float(x_train[:SNIP_BATCH]), y_train[:SNIP_BATCH])
     seed = config["seed"]
 
-    model = build(config).to(device)
+    model = models.build(config).to(device)  # model, width and seed are the run's own keys
     model, training = train.train_iid(model, x_train, y_train, epochs=config["train_epochs"],
                                       batch_size=config["batch_size"], optimizer="adam",
                                       lr=config["lr"], generator=samplers.generator(seed, "train"))
