@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zaplib import corruptions, metrics, models, samplers, stream, train
+from zaplib import corruptions, data, metrics, models, samplers, stream, train
 from zaplib.models import cifar_resnet18
 
 TINY = dict(dataset="synthetic", width=2, n_pool=240, n_test=200, n_megabatches=2, epochs=2,
@@ -108,17 +108,16 @@ def test_best_validation_checkpoint_is_carried_forward(bl_run):
     test set it scores what the table reports for mega-batch 1."""
     config, res, seen = bl_run
     ds = stream.load_data(config, "cpu")
-    order_g = samplers.generator(config["order_seed"], "stream")
-    pool = torch.randperm(len(ds.x_train), generator=order_g)[:config["n_pool"]]
-    test_pick = torch.randperm(len(ds.x_test), generator=order_g)[:config["n_test"]]
+    split = data.subset(ds, n_train=config["n_pool"], n_test=config["n_test"],
+                        generator=samplers.generator(config["order_seed"], "stream"))
     (_, va), _ = stream.cut_stream(config["n_pool"], 2, 0.1)
     model = models.build(stream.model_config(config, ds.num_classes))
     model.load_state_dict(seen[1])
-    val_acc = train.evaluate(model, ds.x_train[pool[va]], ds.y_train[pool[va]])["acc"]
+    val_acc = train.evaluate(model, split.x_train[va], split.y_train[va])["acc"]
     ep1 = res["epochs"][res["epochs"]["megabatch"] == 1]
     assert val_acc == pytest.approx(ep1["val_acc"].max())
     assert val_acc == pytest.approx(res["megabatches"]["val_acc"].iloc[0])
-    test_acc = train.evaluate(model, ds.x_test[test_pick], ds.y_test[test_pick])["acc"]
+    test_acc = train.evaluate(model, split.x_test, split.y_test)["acc"]
     assert test_acc == pytest.approx(res["megabatches"]["test_acc"].iloc[0])
     assert int(res["megabatches"]["best_epoch"].iloc[0]) == int(ep1.loc[ep1["best"], "epoch"].iloc[0])
 

@@ -98,25 +98,24 @@ def load_task(task: str, n_train: int, n_val: int, n_test: int, device=None) -> 
     """The uint8 tensors of ``task``: a fixed random permutation (seed :data:`DATA_SEED`) of the
     training set gives ``x_val`` (its last ``n_val`` images) and the training pool ``x_train``
     (its first ``min(n_train, N − n_val)``), so smaller training subsets are nested prefixes and
-    never meet the validation images; ``x_test`` = the first ``n_test`` test images. A blurred task
-    blurs all three."""
+    never meet the validation images; ``x_test`` = ``n_test`` test images drawn by the same
+    permutation's generator (:func:`zaplib.data.subset`). A blurred task blurs all three."""
     name, k = parse_task(task)
     ds = data.load(name, device)
-    order = samplers.permutation(len(ds.x_train), samplers.generator(DATA_SEED, "split"))
-    order = order.to(ds.x_train.device)
-    n_val = min(n_val, len(order) // 2)
-    n_train = min(n_train, len(order) - n_val)
-    val_idx, train_idx = order[len(order) - n_val:], order[:n_train]
+    n = len(ds.y_train)
+    n_val = min(n_val, n // 2)
+    split = data.subset(ds, n_train=min(n_train, n - n_val), n_val=n_val, n_test=n_test,
+                        generator=samplers.generator(DATA_SEED, "split"))
 
     def corrupt(x):
         return data.blur(x, k) if k > 1 else x
 
     return {
         "task": task,
-        "x_train": corrupt(ds.x_train[train_idx]), "y_train": ds.y_train[train_idx],
-        "x_val": corrupt(ds.x_train[val_idx]), "y_val": ds.y_train[val_idx],
-        "x_test": corrupt(ds.x_test[:n_test]), "y_test": ds.y_test[:n_test],
-        "num_classes": ds.num_classes,
+        "x_train": corrupt(split.x_train), "y_train": split.y_train,
+        "x_val": corrupt(split.x_val), "y_val": split.y_val,
+        "x_test": corrupt(split.x_test), "y_test": split.y_test,
+        "num_classes": split.num_classes,
     }
 
 

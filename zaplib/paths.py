@@ -291,20 +291,15 @@ def _prepared(data_json: str, device: str) -> PathData:
     cfg = json.loads(data_json)
     ds = data.load(cfg["dataset"], device=device)
     n_train, n_val = int(cfg["n_train"]), int(cfg["n_val"])
-    n_total = len(ds.y_train)
-    if n_train <= 0:
-        n_train = n_total - n_val
-    if n_train + n_val > n_total:
-        raise ValueError(f"n_train + n_val = {n_train + n_val} > {n_total} training images")
+    if n_train + n_val > len(ds.y_train):
+        raise ValueError(f"n_train + n_val = {n_train + n_val} > {len(ds.y_train)} training images")
     # The offline CIFAR-10 file is sorted by class: a seeded permutation, never "the first n".
-    gen = samplers.generator(int(cfg.get("data_seed", 0)), "split")
-    order = torch.randperm(n_total, generator=gen).to(ds.y_train.device)
-    tr, va = order[:n_train], order[n_train:n_train + n_val]
-    n_test = int(cfg.get("n_test", 0)) or len(ds.y_test)
-    te = torch.randperm(len(ds.y_test), generator=gen)[:n_test].sort().values.to(ds.y_test.device)
+    s = data.subset(ds, n_train=n_train if n_train > 0 else None, n_val=n_val,
+                    n_test=int(cfg.get("n_test", 0)) or None,
+                    generator=samplers.generator(int(cfg.get("data_seed", 0)), "split"))
     side = cfg.get("resolution")
-    return PathData(_resample(ds.x_train[tr], side), ds.y_train[tr], _resample(ds.x_train[va], side),
-                    ds.y_train[va], _resample(ds.x_test[te], side), ds.y_test[te], ds.num_classes)
+    return PathData(_resample(s.x_train, side), s.y_train, _resample(s.x_val, side), s.y_val,
+                    _resample(s.x_test, side), s.y_test, s.num_classes)
 
 
 def prepare_data(data_cfg: dict, device=None) -> PathData:

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import corruptions, metrics, models, probes, resets, samplers, train
+from . import corruptions, data, metrics, models, probes, resets, samplers, train
 from . import get_device
 
 METHODS = ("bl", "sp", "llf", "lure", "scratch")
@@ -223,8 +223,6 @@ def load_data(config: dict, device=None):
     device = get_device(device)
     if config["dataset"] == "synthetic":
         return _synthetic(device)
-    from . import data
-
     return data.load(config["dataset"], device=device)
 
 
@@ -349,16 +347,14 @@ def run_stream(config: dict, device=None, progress: bool = False, stage_callback
     order_g = samplers.generator(int(config["order_seed"]), "stream")
 
     n_pool = len(ds.x_train) if config["n_pool"] is None else min(int(config["n_pool"]), len(ds.x_train))
-    pool = torch.randperm(len(ds.x_train), generator=order_g)[:n_pool]
-    x_pool, y_pool = ds.x_train[pool.to(device)], ds.y_train[pool.to(device)]
+    split = data.subset(ds, n_train=n_pool, n_test=config["n_test"], generator=order_g)
+    x_pool, y_pool = split.x_train, split.y_train
+    x_test, y_test = split.x_test, split.y_test
+    n_test = len(y_test)
     if config["label_noise"] > 0:
         noise_g = samplers.generator(int(config["order_seed"]), "label_noise")
         y_pool = corruptions.noisy_labels(y_pool.cpu(), config["label_noise"], num_classes,
                                           noise_g).to(device)
-    n_test = len(ds.x_test) if config["n_test"] is None else min(int(config["n_test"]), len(ds.x_test))
-    test_pick = torch.randperm(len(ds.x_test), generator=order_g)[:n_test].to(device)
-    x_test, y_test = ds.x_test[test_pick], ds.y_test[test_pick]
-
     # The pool is already in shuffled order, so the stream is cut in order.
     stream = cut_stream(n_pool, config["n_megabatches"], config["val_fraction"])
     buffer_g = samplers.generator(int(config["seed"]), "replay_buffer")

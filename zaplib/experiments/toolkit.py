@@ -81,9 +81,9 @@ def run(config: dict) -> dict:
     (per epoch), ``resets`` (per op), ``per_class`` (per op × stage × class), ``zap_std`` and
     ``snip`` (per tensor), and the tensor ``heads`` (trained head and two zapped versions)."""
     device = get_device(config.get("device"))
-    ds = data.load(config["dataset"], device)
-    x_train, y_train = ds.x_train[: config["n_train"]], ds.y_train[: config["n_train"]]
-    x_test, y_test = ds.x_test[: config["n_test"]], ds.y_test[: config["n_test"]]
+    ds = data.subset(data.load(config["dataset"], device), n_train=config["n_train"],
+                     n_test=config["n_test"])  # no generator: the first n images, as documented
+    x_train, y_train, x_test, y_test = ds.x_train, ds.y_train, ds.x_test, ds.y_test
     n_retrain = config["retrain_steps"] * config["batch_size"]
     x_retrain, y_retrain = x_train[:n_retrain], y_train[:n_retrain]
     snip_batch = (train.as_float(x_train[:SNIP_BATCH]), y_train[:SNIP_BATCH])
