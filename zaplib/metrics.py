@@ -16,6 +16,8 @@ Functions accept numpy arrays, lists or torch tensors and return Python floats /
 """
 from __future__ import annotations
 
+import inspect
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -153,7 +155,7 @@ class MannWhitney(NamedTuple):
 def mean_ci(values, level: float = 0.95) -> Interval:
     """Mean with a Student-t confidence interval: mean ± t_{(1+level)/2, n−1} · s / √n
     (``scipy.stats.t``; s is the sample standard deviation, ddof=1). NaN bounds for n < 2."""
-    from scipy import stats
+    from scipy import stats  # lazy: scipy.stats costs ~0.5 s to import; train imports this module
 
     values = _np(values).astype(float).ravel()
     n = len(values)
@@ -175,7 +177,7 @@ def bootstrap_ci(
     """Bootstrap confidence interval of ``stat(values)`` via ``scipy.stats.bootstrap``
     (``n_resamples=n_boot``, seeded). BCa by default; falls back to the percentile method when BCa
     is undefined (e.g. all values equal). The ``mean`` field holds ``stat(values)``."""
-    from scipy import stats
+    from scipy import stats  # lazy: scipy.stats costs ~0.5 s to import; train imports this module
 
     values = _np(values).astype(float).ravel()
     estimate = float(stat(values))
@@ -183,9 +185,6 @@ def bootstrap_ci(
         return Interval(estimate, float("nan"), float("nan"), float("nan"))
     if np.all(values == values[0]):
         return Interval(estimate, estimate, estimate, 0.0)
-
-    import inspect
-    import warnings
 
     # scipy >= 1.15 names the seed argument ``rng``; older versions ``random_state``.
     seed_kw = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
@@ -211,7 +210,7 @@ def bootstrap_ci(
 def mann_whitney(a, b) -> MannWhitney:
     """Two-sided Mann–Whitney U test (``scipy.stats.mannwhitneyu``, its default exact/asymptotic
     method choice); U is the statistic of sample ``a``."""
-    from scipy import stats
+    from scipy import stats  # lazy: scipy.stats costs ~0.5 s to import; train imports this module
 
     result = stats.mannwhitneyu(_np(a).ravel(), _np(b).ravel(), alternative="two-sided")
     return MannWhitney(float(result.statistic), float(result.pvalue))
