@@ -61,9 +61,7 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, s
     if eps <= 0:
         return x.detach().clone()
     step_size = 2.5 * eps / steps if step_size is None else step_size
-    was_training = model.training
-    model.eval()
-    try:
+    with _eval_mode(model):
         delta = torch.zeros_like(x)
         if random_start:
             delta = (_draw(x.shape, generator, x.device, uniform=True) * 2 - 1) * eps
@@ -75,8 +73,6 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, s
             delta = (delta.detach() + step_size * grad.sign()).clamp(-eps, eps)
             delta = ((x + delta).clamp(0, 1) - x).detach()
         return (x + delta).detach()
-    finally:
-        model.train(was_training)
 
 
 @contextlib.contextmanager
@@ -188,12 +184,10 @@ def relu_activity(model: nn.Module, x: torch.Tensor) -> pd.DataFrame:
 
     for name, module in relu_sites(model).items():
         handles.append(module.register_forward_hook(hook(name)))
-    was_training = model.training
-    model.eval()
     try:
-        model(x)
+        with _eval_mode(model):
+            model(x)
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return pd.DataFrame([{"site": k, "order": i, "frac_active": v[0], "frac_dead": v[1]}
@@ -275,16 +269,12 @@ def input_sensitivity(model, x, batch_size: int = 100, reduction: str = "mean", 
         return model(image.unsqueeze(0)).squeeze(0)
 
     jacobian = torch.func.vmap(torch.func.jacrev(single, chunk_size=chunk_size))
-    was_training = model.training
-    model.eval()
     norms = []
-    try:
+    with _eval_mode(model):
         for start in range(0, len(x), batch_size):
             xb = as_float(x[start : start + batch_size]).detach()
             jac = jacobian(xb)  # (B, C, *input_shape)
             norms.append(jac.flatten(1).norm(dim=1).detach())
-    finally:
-        model.train(was_training)
     per_example = torch.cat(norms).cpu().numpy()
     if reduction == "none":
         return per_example

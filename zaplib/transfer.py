@@ -264,7 +264,7 @@ def sequential_probe_reference(train_feats: torch.Tensor, test_feats: torch.Tens
             with torch.no_grad():
                 for part, feats in (("train_acc", train_feats), ("test_acc", test_feats)):
                     X, y = _seen_eval_set(feats, classes, n + 1)
-                    row[part] = float((head(X).argmax(-1) == y).float().mean())
+                    row[part] = metrics.accuracy(head(X), y)
             rows.append(row)
     frame = pd.DataFrame(rows, columns=["seed", "lr", "classes", "train_acc", "test_acc"])
     return (frame, head) if return_head else frame
