@@ -515,3 +515,43 @@ def test_cli_rejects_unknown_dataset(capsys):
     with pytest.raises(SystemExit):
         data.main(["prepare", "cifar100"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- subsets
+def _toy_dataset(n_train=50, n_test=20):
+    x_train = torch.arange(n_train, dtype=torch.uint8).reshape(n_train, 1, 1, 1)
+    x_test = torch.arange(n_test, dtype=torch.uint8).reshape(n_test, 1, 1, 1)
+    return data.Dataset(x_train, torch.arange(n_train) % 3, x_test, torch.arange(n_test) % 3,
+                        np.array(["a", "b", "c"]), name="toy")
+
+
+def test_subset_without_generator_takes_the_first_images_and_the_last_for_validation():
+    s = data.subset(_toy_dataset(), n_train=10, n_val=5, n_test=4)
+    assert s.x_train.flatten().tolist() == list(range(10))
+    assert s.x_val.flatten().tolist() == list(range(45, 50))
+    assert s.x_test.flatten().tolist() == [0, 1, 2, 3]
+    assert s.num_classes == 3 and s.name == "toy"
+    assert torch.equal(s.y_train, s.x_train.flatten().long() % 3)  # labels travel with images
+
+
+def test_subset_is_seeded_nested_and_disjoint():
+    ds = _toy_dataset()
+    small = data.subset(ds, n_train=10, n_val=8, n_test=5, generator=torch.Generator().manual_seed(1))
+    large = data.subset(ds, n_train=30, n_val=8, n_test=5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(large.x_train[:10], small.x_train)  # smaller training sets are prefixes
+    assert torch.equal(large.x_val, small.x_val)
+    train, val = set(large.x_train.flatten().tolist()), set(large.x_val.flatten().tolist())
+    assert not train & val and len(train) == 30 and len(val) == 8
+    test = small.x_test.flatten().tolist()
+    assert test == sorted(test) and test != [0, 1, 2, 3, 4]  # a random choice, kept in stored order
+    other = data.subset(ds, n_train=10, n_val=8, generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(other.x_train, small.x_train)
+    everything = data.subset(ds, n_val=8, generator=torch.Generator().manual_seed(1))
+    assert len(everything.x_train) == 42 and len(everything.x_test) == 20
+
+
+def test_subset_refuses_impossible_sizes():
+    with pytest.raises(ValueError, match="n_train"):
+        data.subset(_toy_dataset(), n_train=46, n_val=5)
+    with pytest.raises(ValueError, match="n_val"):
+        data.subset(_toy_dataset(), n_val=50)

@@ -110,7 +110,7 @@ def test_cifar_resnet10_is_resnet18_with_one_block_per_stage():
     assert n_params(small) == n_params(big) - second
     feats = check_interface(small, torch.rand(2, 3, 16, 16), 10)
     assert feats.shape == (2, 32)
-    assert isinstance(models.build_model("resnet10", width=4), models.ResNet)
+    assert isinstance(models.build({"model": "resnet10", "width": 4}), models.ResNet)
 
 
 def test_torchvision_cifar_archs_on_32px():
@@ -137,16 +137,45 @@ def test_small_nets_have_biases_and_right_shapes():
     check_interface(mlp, torch.rand(2, 1, 28, 28), 10)
 
 
-def test_build_model_registry():
-    assert isinstance(models.build_model("omniglot_convnet", channels=8), models.OmniglotConvNet)
-    assert isinstance(models.build_model("anml", channels=8, nm_channels=4), models.ANML)
-    assert isinstance(models.build_model("resnet18", width=4), models.ResNet)
-    assert isinstance(models.build_model("small_cnn"), models.SmallCNN)
-    assert models.build_model("mlp", in_features=10, num_classes=3)(torch.rand(2, 10)).shape == (2, 3)
+def test_build_from_config_covers_the_registry():
+    assert isinstance(models.build({"model": "omniglot_convnet", "channels": 8}), models.OmniglotConvNet)
+    anml = models.build({"model": "anml", "channels": 8, "nm_channels": 4, "num_classes": 7})
+    assert isinstance(anml, models.ANML) and anml.head.out_features == 7
+    assert isinstance(models.build({"model": "resnet18", "width": 4}), models.ResNet)
+    assert isinstance(models.build({"model": "small_cnn"}), models.SmallCNN)
+    assert models.build({"model": "mlp", "in_features": 10, "num_classes": 3})(torch.rand(2, 10)).shape == (2, 3)
     for name in ("resnet50", "wide_resnet50_2", "vgg16_bn"):
         assert name in models.MODEL_BUILDERS
     with pytest.raises(ValueError, match="unknown model"):
-        models.build_model("resnet1000")
+        models.build({"model": "resnet1000"})
+
+
+def test_build_translates_width_and_input_shape_for_an_mlp():
+    mlp = models.build({"model": "mlp", "width": 16, "depth": 3, "in_channels": 3, "input_size": 8,
+                        "num_classes": 5})
+    linears = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(192, 16), (16, 16), (16, 16), (16, 5)]
+    assert len(models.build({"model": "mlp", "width": 16}).body) == 1 + 2  # depth 1 by default
+
+
+def test_build_ignores_run_settings_but_refuses_model_keys_the_model_does_not_take():
+    cnn = models.build({"model": "small_cnn", "width": 4, "lr": 0.1, "epochs": 3})
+    assert isinstance(cnn, models.SmallCNN)
+    with pytest.raises(ValueError, match="takes no \\['channels'\\]"):
+        models.build({"model": "small_cnn", "channels": 4})
+    with pytest.raises(ValueError, match="width"):
+        models.build({"model": "mlp", "depth": 2})
+
+
+def test_build_seeds_the_init_without_touching_the_global_rng():
+    config = {"model": "small_cnn", "width": 4, "seed": 3}
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a, b = models.build(config), models.build(config)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    c = models.build({**config, "seed": 4})
+    assert not torch.equal(a.head.weight, c.head.weight)
 
 
 def test_init_rule_helpers_fall_back_to_pytorch_default():

@@ -1,12 +1,10 @@
 """Learning paths (zaplib.paths): construction, discretisation, bias-reset placement, the early-stopping
 budget, the prefix memo and the appendix statistics, on a tiny synthetic dataset."""
-import math
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch import nn
 
 import zaplib.paths as P
 from zaplib import data, models
@@ -125,84 +123,6 @@ def test_task_transform_limits():
 
 
 # ----------------------------------------------------------------------------- statistics
-def test_relu_activity_known_answers():
-    m = models.SmallCNN(in_channels=3, width=2, input_size=8, hidden=4)
-    x = torch.rand(5, 3, 8, 8)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, (nn.Conv2d, nn.Linear)):
-                mod.weight.zero_()
-                mod.bias.fill_(1.0)
-    act = P.relu_activity(m, x)
-    assert len(act) == 3 and (act["frac_active"] == 1).all() and (act["frac_dead"] == 0).all()
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, (nn.Conv2d, nn.Linear)):
-                mod.bias.fill_(-1.0)
-    act = P.relu_activity(m, x)
-    assert (act["frac_active"] == 0).all() and (act["frac_dead"] == 1).all()
-    assert m.training  # mode restored
-
-
-def test_relu_sites_of_resnet_cover_functional_relus():
-    m = models.cifar_resnet18(width=4)
-    sites = P.relu_sites(m)
-    assert "bn1" in sites and "layer1.0" in sites and "layer4.1.bn1" in sites
-    act = P.relu_activity(m, torch.rand(2, 3, 32, 32))
-    assert len(act) == 1 + 2 * 8
-    block_out = act.set_index("site").loc["layer2.0", "frac_active"]
-    assert 0 < block_out < 1
-
-
-def test_layer_norms_match_hand_values():
-    m = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
-    with torch.no_grad():
-        m[0].weight.fill_(2.0)
-        m[0].bias.fill_(-3.0)
-    tab = P.layer_norms(m).set_index("param")
-    assert tab.loc["0.weight", "norm"] == pytest.approx(2.0 * math.sqrt(6))
-    assert tab.loc["0.bias", "norm"] == pytest.approx(3.0 * math.sqrt(2))
-    assert tab.loc["0.bias", "rms"] == pytest.approx(3.0) and tab.loc["0.bias", "kind"] == "bias"
-    assert list(tab["order"]) == [0, 1, 2, 3]
-
-
-def test_hessian_power_iteration_matches_dense_eigenvalue(gen):
-    m = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3))
-    x, y = torch.randn(20, 3, generator=gen), torch.randint(0, 3, (20,), generator=gen)
-    names = [n for n, _ in m.named_parameters()]
-    shapes = [p.shape for p in m.parameters()]
-    flat0 = torch.cat([p.detach().flatten() for p in m.parameters()])
-
-    def loss_flat(flat):
-        from torch.func import functional_call
-
-        parts, i = {}, 0
-        for n, s in zip(names, shapes):
-            parts[n] = flat[i:i + math.prod(s)].view(s)
-            i += math.prod(s)
-        return torch.nn.functional.cross_entropy(functional_call(m, parts, (x,)), y)
-
-    dense = torch.autograd.functional.hessian(loss_flat, flat0)
-    eigs = torch.linalg.eigvalsh(dense)
-    top = eigs[eigs.abs().argmax()]
-    got = P.hessian_top_eigenvalue(m, x, y, iters=300, generator=torch.Generator().manual_seed(1))
-    assert got == pytest.approx(float(top), rel=1e-3)
-
-
-def test_sharpness_proxy_is_second_order_and_restores_weights(gen):
-    m = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
-    x, y = torch.randn(64, 5, generator=gen), torch.randint(0, 3, (64,), generator=gen)
-    before = [p.detach().clone() for p in m.parameters()]
-    loss, small = P.perturbed_loss_sharpness(m, x, y, sigma=0.05, draws=8, generator=torch.Generator().manual_seed(0))
-    _, large = P.perturbed_loss_sharpness(m, x, y, sigma=0.2, draws=8, generator=torch.Generator().manual_seed(0))
-    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))
-    with torch.no_grad():
-        assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(m(x), y)))
-    # antithetic pairs cancel the gradient term: the increase grows like sigma², not sigma
-    assert small > 0 and large / small == pytest.approx(16, rel=0.25)
-
-
-# ----------------------------------------------------------------------------- runs
 def test_early_stopping_budget_and_fixed_phase(fake_data):
     fixed = P.LearningProcess(lr=0.05, max_epochs=3, patience=None, restore_best=False, batch_size=50)
     es = P.LearningProcess(lr=0.05, max_epochs=6, patience=1, batch_size=50)

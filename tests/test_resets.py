@@ -277,9 +277,9 @@ def test_snip_scores_match_autograd_and_restore_mode():
     assert not any(m.training for m in model.modules())
 
 
-def test_snip_mask_keeps_exactly_the_topk_saliencies():
+def test_snip_mask_resets_exactly_the_entries_outside_the_topk_saliencies():
     model, batch = snip_setup()
-    masks = resets.snip_mask(model, batch, keep=0.8)
+    masks = resets.snip_mask(model, batch, fraction=0.2)
     scores = hand_snip(model, batch)
     flat = torch.cat([s.flatten() for s in scores.values()])
     assert flat.unique().numel() == flat.numel()  # no ties: the top-k set is unique
@@ -287,14 +287,14 @@ def test_snip_mask_keeps_exactly_the_topk_saliencies():
     topk = torch.zeros(flat.numel(), dtype=torch.bool)
     topk[torch.topk(flat, k).indices] = True
     got = torch.cat([m.flatten() for m in masks.values()])
-    assert torch.equal(got, topk)
+    assert torch.equal(got, ~topk)  # True = reset
 
 
 def test_lure_reset_redraws_exactly_the_unkept_weights(gen):
     model, batch = snip_setup()
     with torch.no_grad():  # two tiny BN scales have tiny saliency: they must be reset
         model[1].weight[:2] = 1e-6
-    masks = resets.snip_mask(model, batch, keep=0.8)
+    reset = resets.snip_mask(model, batch, fraction=0.2)
     before = snapshot(model)
     # not seed 0: snip_setup built the model from global seed 0, and the LURE rule equals torch's
     # default conv init, so seed 0 would redraw the first conv's original values
@@ -302,7 +302,7 @@ def test_lure_reset_redraws_exactly_the_unkept_weights(gen):
                           generator=torch.Generator().manual_seed(123))
     expected = 0
     for name, p in model.named_parameters():
-        keep = masks[name]
+        keep = ~reset[name]
         if "weight" in name:
             expected += int((~keep).sum())
             assert torch.equal(p[keep], before[name][keep]), name
@@ -312,42 +312,42 @@ def test_lure_reset_redraws_exactly_the_unkept_weights(gen):
         else:
             assert torch.equal(p, before[name]), name  # biases and BN shifts never reset
     assert n == expected > 0
-    assert not masks["1.weight"][:2].any()
-    assert any((~masks[n]).any() for n in masks if "weight" not in n)  # biases below, yet kept
+    assert reset["1.weight"][:2].all()
+    assert any(reset[n].any() for n in reset if "weight" not in n)  # biases below, yet kept
 
 
 def test_global_and_layer_scope_differ_as_expected():
     scores = {"a": 10 + torch.rand(100), "b": torch.rand(100)}
-    glob = resets.keep_mask(scores, keep=0.5, scope="global")
-    assert glob["a"].all() and not glob["b"].any()
-    layer = resets.keep_mask(scores, keep=0.5, scope="layer")
+    glob = resets.reset_mask(scores, fraction=0.5, scope="global")
+    assert not glob["a"].any() and glob["b"].all()
+    layer = resets.reset_mask(scores, fraction=0.5, scope="layer")
     assert layer["a"].sum() == 50 and layer["b"].sum() == 50
-    assert torch.equal(layer["b"], scores["b"] > scores["b"].kthvalue(50).values)  # top half
+    assert torch.equal(layer["b"], scores["b"] <= scores["b"].kthvalue(50).values)  # bottom half
 
 
-def test_keep_mask_counts_and_ties_are_deterministic():
+def test_reset_mask_counts_and_ties_are_deterministic():
     ties = {"t": torch.ones(10)}
-    mask = resets.keep_mask(ties, keep=0.25)["t"]
-    assert mask.sum() == 3  # round(2.5) half up
-    assert mask[:3].all() and not mask[3:].any()  # earlier entries win ties
-    two = resets.keep_mask({"a": torch.ones(2, 3), "b": torch.ones(4)}, keep=0.5)
-    assert two["a"].flatten()[:5].all() and two["a"].sum() == 5 and not two["b"].any()
-    assert resets.keep_mask({"a": torch.rand(7)}, keep=0.0)["a"].sum() == 0
-    assert resets.keep_mask({"a": torch.rand(7)}, keep=1.0)["a"].all()
+    mask = resets.reset_mask(ties, fraction=0.75)["t"]
+    assert (~mask).sum() == 3  # kept: round(2.5) half up
+    assert not mask[:3].any() and mask[3:].all()  # earlier entries win ties (are kept)
+    two = resets.reset_mask({"a": torch.ones(2, 3), "b": torch.ones(4)}, fraction=0.5)
+    assert not two["a"].flatten()[:5].any() and two["a"].sum() == 1 and two["b"].all()
+    assert resets.reset_mask({"a": torch.rand(7)}, fraction=1.0)["a"].all()
+    assert not resets.reset_mask({"a": torch.rand(7)}, fraction=0.0)["a"].any()
     with pytest.raises(ValueError):
-        resets.keep_mask(ties, keep=1.5)
+        resets.reset_mask(ties, fraction=1.5)
     many = {"a": torch.randint(0, 5, (300,)).float(), "b": torch.randint(0, 5, (7, 100)).float()}
     flat = torch.cat([many["a"], many["b"].flatten()])
     order = torch.sort(flat, descending=True, stable=True).indices  # reference: stable sort
-    want = torch.zeros(1000, dtype=torch.bool)
-    want[order[:630]] = True
-    got = resets.keep_mask(many, keep=0.63)
+    want = torch.ones(1000, dtype=torch.bool)
+    want[order[:630]] = False  # the top 63 % are kept, the rest reset
+    got = resets.reset_mask(many, fraction=0.37)
     assert torch.equal(torch.cat([got["a"], got["b"].flatten()]), want)
 
 
 def test_kaiming_uniform_rule_gives_bn_scales_u_minus1_1(gen):
     model = nn.Sequential(nn.BatchNorm1d(20000), nn.Linear(500, 400))
-    masks = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in model.named_parameters()
+    masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in model.named_parameters()
              if "weight" in n}
     n = resets.masked_reinit(model, masks, generator=gen)
     assert n == 20000 + 500 * 400
@@ -363,7 +363,7 @@ def test_kaiming_uniform_rule_equals_torch_init_for_matrices():
     w = torch.empty(7, 3, 5, 5)
     torch.nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=torch.Generator().manual_seed(4))
     model = nn.Sequential(nn.Conv2d(3, 7, 5))
-    resets.masked_reinit(model, {"0.weight": torch.zeros(7, 3, 5, 5, dtype=torch.bool)},
+    resets.masked_reinit(model, {"0.weight": torch.ones(7, 3, 5, 5, dtype=torch.bool)},
                          generator=torch.Generator().manual_seed(4))
     assert torch.equal(model[0].weight, w)
 
@@ -374,7 +374,7 @@ def test_masked_reinit_model_init_and_reproducibility():
         model.body[4].weight.fill_(5.0)
     twin = copy.deepcopy(model)
     keep = torch.rand(model.body[4].weight.shape, generator=torch.Generator().manual_seed(1)) < 0.3
-    masks = {"body.4.weight": keep}
+    masks = {"body.4.weight": ~keep}  # True = reset
     n = resets.masked_reinit(model, masks, init="model", generator=torch.Generator().manual_seed(2))
     assert n == int((~keep).sum())
     w = model.body[4].weight.detach()
@@ -527,7 +527,7 @@ def test_mutually_frozen_refuses_residual_nets():
         resets.mutually_frozen_mask(models.cifar_resnet18(width=4), eps=0.1)
 
 
-def test_reset_masked_and_random_control(gen):
+def test_masked_reinit_of_mutually_frozen_weights_and_random_control(gen):
     model = hand_mlp()
     with torch.no_grad():
         model.body[3].weight[:, 2] = 0.0
@@ -535,7 +535,7 @@ def test_reset_masked_and_random_control(gen):
         model.body[1].bias[2] = 0.0
     masks, _ = resets.mutually_frozen_mask(model, eps=0.1)
     before = snapshot(model)
-    n = resets.reset_masked(model, masks, generator=gen)
+    n = resets.masked_reinit(model, masks, init="model", generator=gen)
     assert n == sum(int(m.sum()) for m in masks.values()) == 6 + 4
     for name, p in model.named_parameters():
         m = masks.get(name, torch.zeros_like(p, dtype=torch.bool))
@@ -546,3 +546,64 @@ def test_reset_masked_and_random_control(gen):
     control = resets.random_masks_like(masks, generator=gen)
     assert all(control[n].sum() == masks[n].sum() for n in masks)
     assert not all(torch.equal(control[n], masks[n]) for n in masks)
+
+
+# ---------------------------------------------------------------------------------------------
+# one dispatcher
+# ---------------------------------------------------------------------------------------------
+def test_apply_unknown_name_lists_the_ops():
+    with pytest.raises(ValueError, match="unknown reset 'zapp'") as info:
+        resets.apply("zapp", nn.Linear(3, 2))
+    assert all(name in str(info.value) for name in resets.RESETS)
+
+
+def test_apply_dispatches_to_the_named_op():
+    torch.manual_seed(0)
+    model = models.SmallCNN(in_channels=1, num_classes=4, width=4, input_size=8, hidden=6)
+    same = copy.deepcopy(model)
+    n = resets.apply("zap", model, torch.Generator().manual_seed(5), classes=[1])
+    assert n == resets.zap(same.head, [1], generator=torch.Generator().manual_seed(5))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), same.parameters()))
+    assert resets.apply("none", model) == 0
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), same.parameters()))
+    assert resets.apply("shift_biases", model, delta=0.5) == resets.shift_biases(same, 0.5)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), same.parameters()))
+
+
+def test_apply_masked_changes_exactly_the_masked_entries_with_the_rule_std():
+    """True = reset: only masked entries move, and they follow the stated distribution."""
+    model = nn.Sequential(nn.Linear(400, 300), nn.ReLU(), nn.Linear(300, 10))
+    with torch.no_grad():
+        model[0].weight.fill_(7.0)
+    mask = torch.rand(300, 400, generator=torch.Generator().manual_seed(0)) < 0.5
+    before = snapshot(model)
+    n = resets.apply("masked", model, torch.Generator().manual_seed(1), masks={"0.weight": mask})
+    w = model[0].weight.detach()
+    assert n == int(mask.sum())
+    assert (w[~mask] == 7.0).all() and (w[mask] != 7.0).all()
+    # LURE's kaiming_uniform(a=√5): U(±1/√fan_in), std 1/√(3·fan_in)
+    assert w[mask].std().item() == pytest.approx(1 / math.sqrt(3 * 400), rel=0.03)
+    for name in ("0.bias", "2.weight", "2.bias"):
+        assert torch.equal(dict(model.named_parameters())[name], before[name])
+
+
+def test_apply_mutually_frozen_equals_masked_reinit_of_its_mask():
+    model = hand_mlp()
+    with torch.no_grad():
+        model.body[3].weight[:, 2] = 0.0
+        model.body[1].weight[2, :] = 0.0
+        model.body[1].bias[2] = 0.0
+    twin = copy.deepcopy(model)
+    n = resets.apply("mutually_frozen", model, torch.Generator().manual_seed(3), eps=0.1)
+    masks, _ = resets.mutually_frozen_mask(twin, eps=0.1)
+    assert n == resets.masked_reinit(twin, masks, init="model", generator=torch.Generator().manual_seed(3)) == 10
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
+
+
+def test_apply_reinit_all_gives_the_fresh_network():
+    torch.manual_seed(0)
+    model = models.MLP(12, hidden=(8,), num_classes=3)
+    fresh = resets.fresh_init(model, torch.Generator().manual_seed(9))
+    n = resets.apply("reinit_all", model, torch.Generator().manual_seed(9))
+    assert n == sum(p.numel() for p in model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), fresh.parameters()))

@@ -1,7 +1,6 @@
 """Training loops: early stopping, records, reproducibility, and S models via torch.func == S separate runs."""
 import copy
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch

@@ -15,7 +15,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("data", "models", "resets", "samplers", "train", "metrics", "report", "plots", "store",
+_SUBMODULES = ("data", "models", "resets", "samplers", "train", "metrics", "probes", "report", "plots", "store",
                "runner")
 
 

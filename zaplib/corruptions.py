@@ -1,4 +1,4 @@
-"""Robustness probes for the LURE chapter (Ramkumar et al. 2023, §6 and §7.2).
+"""Corruptions for the LURE chapter (Ramkumar et al. 2023, §6): image and label transforms.
 
 * Procedural CIFAR-10-C-like corruptions at five severities (§6.1 evaluates on CIFAR-10-C,
   Hendrycks & Dietterich 2019). CIFAR-10-C itself is an external download; here every corruption
@@ -11,25 +11,23 @@
   spatter. ``elastic`` is a smooth random displacement field applied with ``grid_sample``
   (Simard-style), not their exact affine + elastic recipe; ``defocus_blur`` is a disk kernel
   followed by a small Gaussian (their recipe, without OpenCV).
-* :func:`pgd_attack`: L∞ PGD (Madry et al. 2018) with 10 steps by default (§6.2, "PGD-10").
 * :func:`noisy_labels`: symmetric label noise (§6.3: every label is replaced, with probability
   ``rate``, by a class drawn uniformly from all classes — so it may stay correct).
-* :func:`perturb_weights`: independent Gaussian noise on every parameter (§7.2, after
-  Alabdulmohsin et al. 2021), as a context manager that restores the weights.
+
+The probes that evaluate a model under these corruptions, and the model perturbations (PGD,
+weight noise), are in :mod:`zaplib.probes`.
 
 Images are float NCHW in [0, 1] (``train.as_float`` of the uint8 tensors); every function keeps the
 shape, stays in [0, 1] and takes ``generator`` (a CPU or same-device ``torch.Generator``).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -246,35 +244,7 @@ def corrupt(x: torch.Tensor, name: str, severity: int,
     return CORRUPTIONS[name](x, SEVERITY_PARAMS[name][severity - 1], generator)
 
 
-# ----------------------------------------------------------------------------- attacks and noise
-def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 10,
-               step_size: float | None = None, random_start: bool = True,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    """L∞ projected gradient ascent on the cross-entropy (Madry et al. 2018), ``steps`` steps of
-    size ``step_size`` (default 2.5·eps/steps, Madry's choice) from a uniform random start in the
-    eps-ball; the model is put in eval mode (BN running statistics) and restored after.
-    ``x`` are float images in [0, 1]; returns the adversarial images (detached)."""
-    if eps <= 0:
-        return x.detach().clone()
-    step_size = 2.5 * eps / steps if step_size is None else step_size
-    was_training = model.training
-    model.eval()
-    try:
-        delta = torch.zeros_like(x)
-        if random_start:
-            delta = (_draw(x.shape, generator, x.device, "uniform") * 2 - 1) * eps
-        delta = ((x + delta).clamp(0, 1) - x).detach()
-        for _ in range(steps):
-            delta.requires_grad_(True)
-            loss = F.cross_entropy(model(x + delta), y)
-            (grad,) = torch.autograd.grad(loss, delta)
-            delta = (delta.detach() + step_size * grad.sign()).clamp(-eps, eps)
-            delta = ((x + delta).clamp(0, 1) - x).detach()
-        return (x + delta).detach()
-    finally:
-        model.train(was_training)
-
-
+# ----------------------------------------------------------------------------- label noise
 def noisy_labels(y: torch.Tensor, rate: float, num_classes: int,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Symmetric label noise (LURE §6.3): each label is replaced with probability ``rate`` by a
@@ -288,25 +258,6 @@ def noisy_labels(y: torch.Tensor, rate: float, num_classes: int,
     return torch.where(flip, random, y)
 
 
-@contextlib.contextmanager
-def perturb_weights(model: nn.Module, sigma: float, generator: torch.Generator | None = None,
-                    relative: bool = False) -> Iterator[nn.Module]:
-    """Inside the ``with`` block every parameter holds θ + σ·ε, ε ~ N(0, 1) i.i.d. (LURE §7.2,
-    after Alabdulmohsin et al. 2021); ``relative`` scales σ by each tensor's RMS. The original
-    parameters (and buffers, untouched) are restored on exit."""
-    saved = [p.detach().clone() for p in model.parameters()]
-    try:
-        with torch.no_grad():
-            for p in model.parameters():
-                scale = sigma * (p.pow(2).mean().sqrt() if relative else 1.0)
-                p.add_(_draw(p.shape, generator, p.device) * scale)
-        yield model
-    finally:
-        with torch.no_grad():
-            for p, old in zip(model.parameters(), saved):
-                p.copy_(old)
-
-
 __all__ = [
     "SEVERITIES",
     "SEVERITY_PARAMS",
@@ -314,8 +265,6 @@ __all__ = [
     "CORRUPTIONS",
     "NOT_IMPLEMENTED",
     "corrupt",
-    "pgd_attack",
     "noisy_labels",
-    "perturb_weights",
     *CORRUPTIONS,
 ]

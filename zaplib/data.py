@@ -357,6 +357,53 @@ def load(name: str, device=None, verify: bool = True) -> Dataset | OmniglotDatas
 
 
 @dataclass(eq=False)
+class Subset:
+    """Train / validation / test tensors of one dataset, as a chapter uses them (see :func:`subset`)."""
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    name: str = ""
+
+
+def subset(ds: Dataset, n_train: int | None = None, n_val: int = 0, n_test: int | None = None,
+           generator: torch.Generator | None = None) -> Subset:
+    """The one way a chapter cuts a dataset into train / validation / test tensors.
+
+    The training set is taken in the order of a permutation drawn from ``generator`` (stored order
+    when None — mind that some files, e.g. the offline CIFAR-10, are sorted by class): the
+    validation set is its *last* ``n_val`` images and the training set its *first* ``n_train``
+    (None: every image not in the validation set), so smaller training sets are nested prefixes
+    and never meet the validation images. The test set is ``n_test`` images (None: all) — the first
+    ones when ``generator`` is None, else a random choice from the same generator, kept in stored
+    order.
+    """
+    n = len(ds.y_train)
+    if not 0 <= n_val < n:
+        raise ValueError(f"n_val must lie in [0, {n}), got {n_val}")
+    n_train = n - n_val if n_train is None else n_train
+    if not 0 < n_train <= n - n_val:
+        raise ValueError(f"n_train must lie in [1, {n - n_val}] (N = {n}, n_val = {n_val}), got {n_train}")
+    draw_device = generator.device if generator is not None else None
+
+    def order(size: int, device) -> torch.Tensor:
+        if generator is None:
+            return torch.arange(size, device=device)
+        return torch.randperm(size, generator=generator, device=draw_device).to(device)
+
+    train_order = order(n, ds.y_train.device)
+    train_idx, val_idx = train_order[:n_train], train_order[n - n_val:]
+    n_test_all = len(ds.y_test)
+    n_test = n_test_all if n_test is None else min(int(n_test), n_test_all)
+    test_idx = order(n_test_all, ds.y_test.device)[:n_test].sort().values
+    return Subset(ds.x_train[train_idx], ds.y_train[train_idx], ds.x_train[val_idx], ds.y_train[val_idx],
+                  ds.x_test[test_idx], ds.y_test[test_idx], int(ds.num_classes), getattr(ds, "name", ""))
+
+
+@dataclass(eq=False)
 class OmniglotSplit:
     """Omniglot background (964 classes, pre-training) and evaluation (659, transfer) sets.
 

@@ -52,11 +52,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import data, get_device, metrics, models, resets, samplers, train
+from . import data, get_device, models, probes, resets, samplers, train
 from .store import experiment
 
 EXPERIMENT = "frozen_weights"
 INTERVENTIONS = ("none", "reset_mutual", "reset_random", "reset_frozen", "reinit")
+RESET_OPS = {  # the chapter's intervention -> its op in zaplib.resets.RESETS
+    "none": "none",
+    "reset_mutual": "mutually_frozen",
+    "reset_random": "random_like_mutually_frozen",
+    "reset_frozen": "frozen",
+    "reinit": "reinit_all",
+}
 GROUPS = ("mutually_frozen", "plain_sparse", "not_frozen")
 DATA_SEED = 0  # the fixed permutation that defines every task's subsets (same for all runs)
 
@@ -92,44 +99,46 @@ def load_task(task: str, n_train: int, n_val: int, n_test: int, device=None) -> 
     """The uint8 tensors of ``task``: a fixed random permutation (seed :data:`DATA_SEED`) of the
     training set gives ``x_val`` (its last ``n_val`` images) and the training pool ``x_train``
     (its first ``min(n_train, N − n_val)``), so smaller training subsets are nested prefixes and
-    never meet the validation images; ``x_test`` = the first ``n_test`` test images. A blurred task
-    blurs all three."""
+    never meet the validation images; ``x_test`` = ``n_test`` test images drawn by the same
+    permutation's generator (:func:`zaplib.data.subset`). A blurred task blurs all three."""
     name, k = parse_task(task)
     ds = data.load(name, device)
-    order = samplers.permutation(len(ds.x_train), torch.Generator().manual_seed(DATA_SEED))
-    order = order.to(ds.x_train.device)
-    n_val = min(n_val, len(order) // 2)
-    n_train = min(n_train, len(order) - n_val)
-    val_idx, train_idx = order[len(order) - n_val:], order[:n_train]
+    n = len(ds.y_train)
+    n_val = min(n_val, n // 2)
+    split = data.subset(ds, n_train=min(n_train, n - n_val), n_val=n_val, n_test=n_test,
+                        generator=samplers.generator(DATA_SEED, "split"))
 
     def corrupt(x):
         return data.blur(x, k) if k > 1 else x
 
     return {
         "task": task,
-        "x_train": corrupt(ds.x_train[train_idx]), "y_train": ds.y_train[train_idx],
-        "x_val": corrupt(ds.x_train[val_idx]), "y_val": ds.y_train[val_idx],
-        "x_test": corrupt(ds.x_test[:n_test]), "y_test": ds.y_test[:n_test],
-        "num_classes": ds.num_classes,
+        "x_train": corrupt(split.x_train), "y_train": split.y_train,
+        "x_val": corrupt(split.x_val), "y_val": split.y_val,
+        "x_test": corrupt(split.x_test), "y_test": split.y_test,
+        "num_classes": split.num_classes,
     }
 
 
 # ---------------------------------------------------------------------------------------------
 # Models and stacked training with a weight decay per model
 # ---------------------------------------------------------------------------------------------
-def build_model(config: dict, input_shape: Sequence[int], num_classes: int = 10) -> nn.Module:
-    """The untrained network of ``config`` (``model`` = "mlp": ``depth`` hidden layers of ``width``
-    units; "small_cnn": :class:`~zaplib.models.SmallCNN` with ``width`` channels), for inputs of
-    shape (C, H, W). Both are plain feed-forward ReLU nets without normalisation layers, which is
-    what the mutually-frozen analysis assumes. Seed the global RNG first for a reproducible init."""
+def model_config(config: dict, input_shape: Sequence[int], num_classes: int, seed: int) -> dict:
+    """The :func:`zaplib.models.build` config of the untrained network of ``config`` (``model`` =
+    "mlp": ``depth`` (2) hidden layers of ``width`` units; "small_cnn":
+    :class:`~zaplib.models.SmallCNN` with ``width`` channels) for inputs of shape (C, H, W),
+    initialised from ``seed``. Both are plain feed-forward ReLU nets without normalisation layers,
+    which is what the mutually-frozen analysis assumes."""
+    if config["model"] not in ("mlp", "small_cnn"):
+        raise ValueError(f"model must be 'mlp' or 'small_cnn', got {config['model']!r}")
     c, h, w = input_shape
+    if h != w:
+        raise ValueError(f"square images only, got {h}×{w}")
+    cfg = {"model": config["model"], "width": config["width"], "in_channels": c, "input_size": h,
+           "num_classes": num_classes, "seed": int(seed)}
     if config["model"] == "mlp":
-        return models.MLP(c * h * w, hidden=(config["width"],) * config.get("depth", 2),
-                          num_classes=num_classes)
-    if config["model"] == "small_cnn":
-        return models.SmallCNN(in_channels=c, num_classes=num_classes, width=config["width"],
-                               input_size=h)
-    raise ValueError(f"model must be 'mlp' or 'small_cnn', got {config['model']!r}")
+        cfg["depth"] = config.get("depth", 2)
+    return cfg
 
 
 def add_weight_decay(stacked: train.StackedModels, weight_decays: Sequence[float]):
@@ -254,8 +263,9 @@ def weight_groups(model: nn.Module, eps: float) -> dict[str, torch.Tensor]:
 def intervene(model: nn.Module, intervention: str, eps: float,
               generator: torch.Generator | None = None) -> tuple[nn.Module, int]:
     """A copy of the pre-trained ``model`` after ``intervention`` (issue 7 §4); the number of
-    entries re-drawn. Re-drawn weights come from the layer's own init (``resets.reset_masked``,
-    ``init="model"``; PyTorch's default U(±1/√fan_in) for MLP / SmallCNN); biases are kept.
+    entries re-drawn. Each intervention is one op of :func:`zaplib.resets.apply`; re-drawn weights
+    come from the layer's own init (``init="model"``; PyTorch's default U(±1/√fan_in) for MLP /
+    SmallCNN); biases are kept.
 
     - ``none``: retrain as is;
     - ``reset_mutual``: re-draw the mutually frozen weights (:func:`resets.mutually_frozen_mask`);
@@ -265,21 +275,12 @@ def intervene(model: nn.Module, intervention: str, eps: float,
       matter, or would "small" do?;
     - ``reinit``: a freshly initialised network (:func:`resets.fresh_init`): training from scratch.
     """
-    if intervention == "reinit":
-        fresh = resets.fresh_init(model, generator)
-        return fresh, sum(p.numel() for p in fresh.parameters())
-    net = copy.deepcopy(model)
-    if intervention == "none":
-        return net, 0
-    if intervention in ("reset_mutual", "reset_random"):
-        masks, _ = resets.mutually_frozen_mask(net, eps)
-        if intervention == "reset_random":
-            masks = resets.random_masks_like(masks, generator)
-    elif intervention == "reset_frozen":
-        masks = resets.frozen_mask(net, eps)
-    else:
+    if intervention not in RESET_OPS:
         raise ValueError(f"unknown intervention {intervention!r}; choose from {INTERVENTIONS}")
-    return net, resets.reset_masked(net, masks, init="model", generator=generator)
+    op = RESET_OPS[intervention]
+    settings = {} if op in ("none", "reinit_all") else {"eps": eps, "init": "model"}
+    net = copy.deepcopy(model)
+    return net, resets.apply(op, net, generator, **settings)
 
 
 def dynamics_probe(model: nn.Module, groups: dict[str, torch.Tensor], eps: float,
@@ -398,17 +399,19 @@ def _model_index(config: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@experiment(EXPERIMENT, version=1)
+# version 2: seeds from samplers.generator, inits via models.build, data via data.subset (issue 12)
+@experiment(EXPERIMENT, version=2)
 def run(config: dict) -> dict:
     """Pre-train on ``config["source"]`` (all seeds × weight decays stacked), then retrain on each
     target of ``config["targets"]`` for every target-set fraction × intervention. See the module
     docstring for the four returned tables.
 
-    Seeding: model (seed s, any λ) starts from ``torch.manual_seed(s)`` and draws its batches from
-    a generator seeded with s, so models that differ only in λ — or only in the source task — are
-    paired: same init, same batch order. Retraining batch order is seeded by (s, fraction) and is
-    the same for every intervention, so interventions are paired too; the re-draws of an
-    intervention use their own generator.
+    Seeding (every stream from :func:`zaplib.samplers.generator`): model (seed s, any λ) starts
+    from the stream (s, "init") and draws its batches from (s, "pretrain"), so models that differ
+    only in λ — or only in the source task — are paired: same init, same batch order. Retraining
+    batch order is the stream (s, "finetune", target, fraction index) and is the same for every
+    intervention, so interventions are paired too; the re-draws of an intervention use their own
+    stream (s, "intervene", intervention, target).
     """
     device = get_device(config.get("device"))
     eps = config["eps"]
@@ -420,8 +423,7 @@ def run(config: dict) -> dict:
 
     nets = []
     for seed in index["seed"]:
-        torch.manual_seed(int(seed))
-        nets.append(build_model(config, shape, source["num_classes"]).to(device))
+        nets.append(models.build(model_config(config, shape, source["num_classes"], seed)).to(device))
 
     # ---- pre-training, fractions probed at every epoch boundary
     bs = config["batch_size"]
@@ -440,12 +442,12 @@ def run(config: dict) -> dict:
         frame.insert(2, "epoch", step // per_epoch)
         return frame
 
-    gens = [torch.Generator().manual_seed(int(seed)) for seed in index["seed"]]
-    nets, losses, probes = train_stacked(
+    gens = [samplers.generator(int(seed), "pretrain") for seed in index["seed"]]
+    nets, losses, pretrain_frames = train_stacked(
         nets, wds, source["x_train"], source["y_train"], steps=steps, batch_size=bs,
         lr=config["lr"], momentum=config["momentum"], generators=gens, probe=pretrain_probe,
         probe_steps=range(0, steps + 1, per_epoch))
-    pretrain = pd.concat(probes, ignore_index=True).merge(losses, on=["model", "step"], how="left")
+    pretrain = pd.concat(pretrain_frames, ignore_index=True).merge(losses, on=["model", "step"], how="left")
     pretrain = index.merge(pretrain, on="model")
 
     # ---- the pre-trained models: fractions, accuracy, input sensitivity
@@ -459,9 +461,9 @@ def run(config: dict) -> dict:
                "source_test_acc": train.evaluate(net, source["x_test"], source["y_test"])["acc"],
                "frozen_frac": pooled.frozen_frac, "mutually_frozen_frac": pooled.mutually_frozen_frac,
                "plain_sparse_frac": pooled.plain_sparse_frac,
-               "sensitivity_source": metrics.input_sensitivity(net, source["x_test"][:n_sens])}
+               "sensitivity_source": probes.input_sensitivity(net, source["x_test"][:n_sens])}
         for t, task in targets.items():
-            row[f"sensitivity[{t}]"] = metrics.input_sensitivity(net, task["x_test"][:n_sens])
+            row[f"sensitivity[{t}]"] = probes.input_sensitivity(net, task["x_test"][:n_sens])
             row[f"target_acc_before[{t}]"] = train.evaluate(net, task["x_test"], task["y_test"])["acc"]
         model_rows.append(row)
     model_table = index.merge(pd.DataFrame(model_rows), on="model")
@@ -469,7 +471,7 @@ def run(config: dict) -> dict:
     # ---- retraining: target × fraction × intervention, all stacked
     finetune_rows, dynamics_frames = [], []
     interventions = list(config["interventions"])
-    for t_i, (t, task) in enumerate(targets.items()):
+    for t, task in targets.items():
         for f_i, fraction in enumerate(config["target_fractions"]):
             n = max(1, int(round(fraction * len(task["x_train"]))))
             x_t, y_t = task["x_train"][:n], task["y_train"][:n]
@@ -477,8 +479,8 @@ def run(config: dict) -> dict:
             jobs, ft_nets, ft_wds, ft_gens = [], [], [], []
             for s, net in enumerate(nets):
                 seed = int(index.seed[s])
-                for v_i, intervention in enumerate(interventions):
-                    draw = torch.Generator().manual_seed(10_000 * (seed + 1) + 100 * v_i + t_i)
+                for intervention in interventions:
+                    draw = samplers.generator(seed, "intervene", intervention, t)
                     new, n_reset = intervene(net, intervention, eps, draw)
                     jobs.append({"model": s, "target": t, "fraction": fraction, "n_target": n,
                                  "steps": ft_steps, "intervention": intervention,
@@ -488,7 +490,7 @@ def run(config: dict) -> dict:
                                  "test_acc_before": train.evaluate(new, task["x_test"], task["y_test"])["acc"]})
                     ft_nets.append(new)
                     ft_wds.append(jobs[-1]["finetune_weight_decay"])
-                    ft_gens.append(torch.Generator().manual_seed(1_000_000 + 1000 * seed + 10 * f_i + t_i))
+                    ft_gens.append(samplers.generator(seed, "finetune", t, f_i))
 
             track = math.isclose(fraction, config["track_fraction"]) and "none" in interventions
             probe, schedule = None, ()
@@ -546,7 +548,7 @@ def run(config: dict) -> dict:
 
 __all__ = [
     "EXPERIMENT", "INTERVENTIONS", "GROUPS", "parse_task", "parse_transfer", "load_task",
-    "build_model", "add_weight_decay", "train_stacked", "finetune_steps", "probe_schedule",
+    "model_config", "add_weight_decay", "train_stacked", "finetune_steps", "probe_schedule",
     "frozen_table", "weight_groups", "intervene", "dynamics_probe", "correlation", "configs", "run",
     "SAME_DECAY",
 ]

@@ -32,19 +32,16 @@ image each: 142 ms per step vs 1.7 ms for one model), so the chapter parallelise
 """
 from __future__ import annotations
 
-import copy
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import resets, samplers
+from . import models, resets, samplers
 from .store import Store, experiment
 from .train import as_float, evaluate, train_iid
 
@@ -56,7 +53,7 @@ __all__ = [
     "anml_inner_params",
     "pretrain_asb",
     "pretrain_iid",
-    "build_pretrain_model",
+    "model_config",
     "omniglot_data",
     "pretrain_run",
     "load_pretrained",
@@ -345,20 +342,19 @@ def omniglot_data(split_seed: int = 0, device=None):
     return _DATA_CACHE[key]
 
 
-def build_pretrain_model(config: dict) -> nn.Module:
-    """The network of a pre-training config: ``OmniglotConvNet`` (methods iid / asb / meta_asb) or
-    ``ANML`` (method anml) with ``channels`` (and ``nm_channels``) and ``head_outputs`` classes,
-    initialised from ``torch.manual_seed(seed)`` (the model constructors use the global RNG)."""
-    from .models import ANML, OmniglotConvNet
-
-    torch.manual_seed(int(config["seed"]))
+def model_config(config: dict) -> dict:
+    """The :func:`zaplib.models.build` config of a pre-training config: ``OmniglotConvNet``
+    (methods iid / asb / meta_asb / untrained) or ``ANML`` (method anml) with ``channels`` (and
+    ``nm_channels``) and ``head_outputs`` classes, initialised from the run's ``seed``."""
     if config["method"] == "anml":
-        return ANML(channels=config["channels"], nm_channels=config["nm_channels"],
-                    num_classes=config["head_outputs"])
-    return OmniglotConvNet(channels=config["channels"], num_classes=config["head_outputs"])
+        return {"model": "anml", "channels": config["channels"], "nm_channels": config["nm_channels"],
+                "num_classes": config["head_outputs"], "seed": int(config["seed"])}
+    return {"model": "omniglot_convnet", "channels": config["channels"],
+            "num_classes": config["head_outputs"], "seed": int(config["seed"])}
 
 
-@experiment(PRETRAIN_EXPERIMENT, version=1)
+# version 2: seeds from samplers.generator, inits via models.build, data via data.subset (issue 12)
+@experiment(PRETRAIN_EXPERIMENT, version=2)
 def pretrain_run(config: dict) -> dict:
     """Pre-train one model as ``config`` says and return what the chapter stores.
 
@@ -380,8 +376,8 @@ def pretrain_run(config: dict) -> dict:
     torch.set_flush_denormal(True)
     split = omniglot_data(config.get("split_seed", 0), device)
     bg = split.background
-    model = build_pretrain_model(config).to(device)
-    generator = torch.Generator().manual_seed(10_000 + int(config["seed"]))
+    model = models.build(model_config(config)).to(device)
+    generator = samplers.generator(int(config["seed"]), "pretrain")
     method = config["method"]
     if method == "iid":
         model, records = pretrain_iid(
@@ -421,6 +417,6 @@ def load_pretrained(config: dict, store=None, device=None) -> nn.Module:
     run = store.run(PRETRAIN_EXPERIMENT, config, pretrain_run)
     if "state" not in run:  # a big checkpoint that was not committed: recompute it
         run = store.run(PRETRAIN_EXPERIMENT, config, pretrain_run, force=True)
-    model = build_pretrain_model(run.config)
+    model = models.build(model_config(run.config))
     model.load_state_dict(run["state"])
     return model.to(get_device(device))

@@ -6,18 +6,24 @@
   acc;
 * expected calibration error with reliability-diagram data (LURE §7.1; Naeini et al. 2015,
   Guo et al. 2017 eq. 3; 15 equal-width bins; LURE's code has none, so this is ours);
-* local input sensitivity E_x ‖∂f/∂x‖_F (the mutually-frozen-weights chapter);
 * confidence intervals (t-interval, bootstrap) and the Mann–Whitney U test, from ``scipy.stats``.
+
+Probes that run a model (input sensitivity, corruption / PGD / weight-noise accuracy, norms,
+ReLU activity, sharpness) live in :mod:`zaplib.probes`; this module computes from predictions and
+numbers only, and imports no training code.
 
 Functions accept numpy arrays, lists or torch tensors and return Python floats / numpy / pandas.
 """
 from __future__ import annotations
 
+import inspect
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import torch
 
 
 def _np(values) -> np.ndarray:
@@ -35,7 +41,16 @@ def _predictions(logits_or_pred, y) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- accuracy & friends
 def accuracy(logits_or_pred, y) -> float:
-    """Fraction of correct predictions; ``logits_or_pred`` is (N, C) scores or (N,) labels."""
+    """Fraction of correct predictions; ``logits_or_pred`` is (N, C) scores or (N,) labels.
+
+    The one accuracy function of the library. Torch tensors are compared on their own device
+    (only the final scalar crosses to the host); anything else goes through numpy.
+    """
+    if isinstance(logits_or_pred, torch.Tensor) and isinstance(y, torch.Tensor):
+        if y.numel() == 0:
+            return float("nan")
+        pred = logits_or_pred.argmax(-1) if logits_or_pred.dim() == y.dim() + 1 else logits_or_pred
+        return float((pred == y.to(pred.device)).float().mean())
     y = _np(y)
     if y.size == 0:
         return float("nan")
@@ -120,47 +135,6 @@ def ece(probs, labels, n_bins: int = 15) -> tuple[float, pd.DataFrame]:
     return value, reliability
 
 
-# ----------------------------------------------------------------------------- input sensitivity
-def input_sensitivity(model, x, batch_size: int = 100, reduction: str = "mean", chunk_size: int | None = None):
-    """Local input sensitivity E_x ‖∂f/∂x‖_F: the Frobenius norm of the Jacobian of the logits
-    w.r.t. the input image, averaged over the examples of ``x``.
-
-    The Jacobian of each example is computed exactly (``torch.func.jacrev`` under ``vmap``, i.e.
-    one batched vector–Jacobian product per output class; ``chunk_size`` bounds the number of
-    classes handled at once) with the model in eval mode, so each example's Jacobian is that of
-    the function the model computes on it alone (BatchNorm uses running statistics). uint8
-    images are scaled to [0, 1] first, so the derivative is per unit of [0, 1] intensity. For a
-    linear model f(x) = Wx + b the value is ‖W‖_F for every x.
-
-    ``reduction="none"`` returns the per-example norms as a numpy array.
-    """
-    import torch
-    from torch.func import jacrev, vmap
-
-    from .train import as_float
-
-    def single(image):
-        return model(image.unsqueeze(0)).squeeze(0)
-
-    jacobian = vmap(jacrev(single, chunk_size=chunk_size))
-    was_training = model.training
-    model.eval()
-    norms = []
-    try:
-        for start in range(0, len(x), batch_size):
-            xb = as_float(x[start : start + batch_size]).detach()
-            jac = jacobian(xb)  # (B, C, *input_shape)
-            norms.append(jac.flatten(1).norm(dim=1).detach())
-    finally:
-        model.train(was_training)
-    per_example = torch.cat(norms).cpu().numpy()
-    if reduction == "none":
-        return per_example
-    if reduction == "mean":
-        return float(per_example.mean())
-    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-
-
 # ----------------------------------------------------------------------------- statistics
 class Interval(NamedTuple):
     """A point estimate with a confidence interval; ``half_width = (hi − lo) / 2``."""
@@ -181,7 +155,7 @@ class MannWhitney(NamedTuple):
 def mean_ci(values, level: float = 0.95) -> Interval:
     """Mean with a Student-t confidence interval: mean ± t_{(1+level)/2, n−1} · s / √n
     (``scipy.stats.t``; s is the sample standard deviation, ddof=1). NaN bounds for n < 2."""
-    from scipy import stats
+    from scipy import stats  # lazy: scipy.stats costs ~0.5 s to import; train imports this module
 
     values = _np(values).astype(float).ravel()
     n = len(values)
@@ -203,7 +177,7 @@ def bootstrap_ci(
     """Bootstrap confidence interval of ``stat(values)`` via ``scipy.stats.bootstrap``
     (``n_resamples=n_boot``, seeded). BCa by default; falls back to the percentile method when BCa
     is undefined (e.g. all values equal). The ``mean`` field holds ``stat(values)``."""
-    from scipy import stats
+    from scipy import stats  # lazy: scipy.stats costs ~0.5 s to import; train imports this module
 
     values = _np(values).astype(float).ravel()
     estimate = float(stat(values))
@@ -211,9 +185,6 @@ def bootstrap_ci(
         return Interval(estimate, float("nan"), float("nan"), float("nan"))
     if np.all(values == values[0]):
         return Interval(estimate, estimate, estimate, 0.0)
-
-    import inspect
-    import warnings
 
     # scipy >= 1.15 names the seed argument ``rng``; older versions ``random_state``.
     seed_kw = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
@@ -239,7 +210,7 @@ def bootstrap_ci(
 def mann_whitney(a, b) -> MannWhitney:
     """Two-sided Mann–Whitney U test (``scipy.stats.mannwhitneyu``, its default exact/asymptotic
     method choice); U is the statistic of sample ``a``."""
-    from scipy import stats
+    from scipy import stats  # lazy: scipy.stats costs ~0.5 s to import; train imports this module
 
     result = stats.mannwhitneyu(_np(a).ravel(), _np(b).ravel(), alternative="two-sided")
     return MannWhitney(float(result.statistic), float(result.pvalue))
@@ -268,7 +239,6 @@ __all__ = [
     "errors_from_accuracy",
     "generalisation_gap",
     "ece",
-    "input_sensitivity",
     "Interval",
     "MannWhitney",
     "mean_ci",

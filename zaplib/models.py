@@ -18,18 +18,22 @@ Models outside zaplib (a plain ``nn.Sequential``) get PyTorch's default rule, se
 Contents: :class:`OmniglotConvNet` (zapping paper), :class:`ANML`, :class:`ResNet` /
 :func:`cifar_resnet18` (LURE, negative pre-training), :func:`torchvision_cifar` (ResNet-50,
 WRN-50-2, VGG-16-BN of LURE's architecture table), :class:`SmallCNN` and :class:`MLP` (MNIST-scale
-smoke tests, mutually-frozen-weight detection), :func:`build_model`.
+smoke tests, mutually-frozen-weight detection), and :func:`build`, the one way to build any of
+them from a config dict.
 
 ``torchvision`` is imported lazily (only by :func:`torchvision_cifar`): it costs ~6 s.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from . import samplers
 
 __all__ = [
     "CIFAR10_MEAN",
@@ -46,7 +50,8 @@ __all__ = [
     "SmallCNN",
     "MLP",
     "MODEL_BUILDERS",
-    "build_model",
+    "MODEL_KEYS",
+    "build",
 ]
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -510,10 +515,57 @@ MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_model(name: str, **kw) -> nn.Module:
-    """Build a model by registry name (see ``MODEL_BUILDERS``); ``kw`` go to its constructor."""
-    try:
-        builder = MODEL_BUILDERS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODEL_BUILDERS)}") from None
-    return builder(**kw)
+MODEL_KEYS = ("model", "seed", "num_classes", "in_channels", "input_size", "in_features", "width",
+              "depth", "hidden", "channels", "nm_channels", "n_blocks", "normalize", "mean", "std")
+"""The keys of a config that :func:`build` reads; any other key (a run's training settings) is
+ignored, so a chapter can hand over its whole run config."""
+
+
+def _constructor_kwargs(name: str, config: dict) -> dict:
+    """The constructor arguments of model ``name`` from the model keys of ``config``.
+
+    Two translations make one vocabulary fit every architecture: an MLP's ``width`` (× ``depth``
+    hidden layers, 1 by default) becomes ``hidden``, and its ``in_features`` defaults to
+    ``in_channels · input_size²``. Every other key must be a constructor argument of the model,
+    so a misspelt or misplaced setting fails loudly instead of being dropped.
+    """
+    kw = {k: config[k] for k in MODEL_KEYS if k in config and k not in ("model", "seed")}
+    if name == "mlp":
+        if "width" in kw:
+            if "hidden" in kw:
+                raise ValueError("an MLP takes 'width' (with 'depth') or 'hidden', not both")
+            kw["hidden"] = (int(kw.pop("width")),) * int(kw.pop("depth", 1))
+        elif "depth" in kw:
+            raise ValueError("an MLP's 'depth' needs a 'width'")
+        channels, side = kw.pop("in_channels", None), kw.pop("input_size", None)
+        if "in_features" not in kw and (channels is not None or side is not None):
+            kw["in_features"] = (channels or 1) * (side or 28) ** 2
+    builder = MODEL_BUILDERS[name]
+    params = inspect.signature(builder).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kw) - set(params))
+        if unknown:
+            raise ValueError(f"model {name!r} takes no {unknown}; its arguments: {sorted(params)}")
+    return kw
+
+
+def build(config: dict) -> nn.Module:
+    """The one way to build a network from a config dict.
+
+    ``config["model"]`` names the architecture (:data:`MODEL_BUILDERS`); the keys of
+    :data:`MODEL_KEYS` (``num_classes``, ``in_channels``, ``input_size``, ``width``, ``depth``,
+    ``channels``, ``nm_channels``, ``normalize``, ``mean``, ``std``, ...) go to its constructor
+    (see :func:`_constructor_kwargs`); other keys are ignored. With ``config["seed"]`` the
+    initial weights come from the stream ``samplers.seed_int(seed, "init")`` — the constructors
+    draw from the global RNG, so they run inside ``torch.random.fork_rng`` and the caller's global
+    RNG state is left as it was. Without a seed the global RNG is used (and advanced).
+    """
+    name = config.get("model")
+    if name not in MODEL_BUILDERS:
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODEL_BUILDERS)}")
+    kw = _constructor_kwargs(name, config)
+    if config.get("seed") is None:
+        return MODEL_BUILDERS[name](**kw)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(samplers.seed_int(int(config["seed"]), "init"))
+        return MODEL_BUILDERS[name](**kw)

@@ -14,11 +14,12 @@ Ways to Fix It* (``shared/papers/negative-pretraining-effect.txt``; "the paper" 
   transform (:func:`path_1d`) or two (:func:`path_2d`: "blur then contrast", "contrast then blur",
   "diagonal", and the shift variants; Fig. 5 and its footnote 3).
 * §6 (intervention C): bias reset before task 1, task 2, both or neither — :func:`two_task_path`.
-* Appendix 8.3 statistics: per-layer weight and bias norms (:func:`layer_norms`), the fraction of
-  active ReLUs before and after each intervention (:func:`relu_activity`, forward hooks) and the
-  epochs to the best validation loss (``steps`` table).
+* Appendix 8.3 statistics: per-layer weight and bias norms (:func:`zaplib.probes.layer_norms`),
+  the fraction of active ReLUs before and after each intervention
+  (:func:`zaplib.probes.relu_activity`, forward hooks) and the epochs to the best validation loss
+  (``steps`` table).
 * §7 "why" probe: the training loss and a sharpness proxy along the way
-  (:func:`perturbed_loss_sharpness`, :func:`hessian_top_eigenvalue`).
+  (:func:`zaplib.probes.perturbed_loss_sharpness`, :func:`zaplib.probes.hessian_top_eigenvalue`).
 
 An experiment run is :func:`run_path`, a pure function of a plain JSON config (see
 :func:`path_config`) that returns tidy DataFrames for :class:`zaplib.store.Store`. Paths that share
@@ -37,15 +38,13 @@ Choices the paper leaves open (listed in the chapter's faithfulness box):
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import functools
 import hashlib
 import json
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,13 +53,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import data, get_device, models, resets, train
+from . import data, get_device, models, resets, samplers, train
+from .probes import hessian_top_eigenvalue, layer_norms, perturbed_loss_sharpness, relu_activity
 from .store import canonical_json, config_hash, experiment, sweep
 
 EXPERIMENT = "negative_pretraining"
 TRANSFORMS = ("blur", "contrast", "shift")
 ORDERS_2D = ("first_then_second", "second_then_first", "diagonal")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 # =============================================================================================
@@ -241,8 +241,9 @@ def path_config(path: Sequence[Step], seed: int, data_cfg: dict, model_cfg: dict
 
     ``data_cfg``: ``dataset`` (for ``data.load``), ``n_train``, ``n_val`` (both drawn from the
     training set by a permutation seeded with ``data_seed``), ``n_test`` (0 = the whole test set),
-    ``resolution`` (image side after area down-sampling; None = native). ``model_cfg``: ``name`` for
-    ``models.build_model`` plus its keyword arguments (channels and input size are filled in).
+    ``resolution`` (image side after area down-sampling; None = native). ``model_cfg``: ``name``
+    (a :data:`zaplib.models.MODEL_BUILDERS` name) plus its settings (channels and input size are
+    filled in).
     ``probes``: see :data:`DEFAULT_PROBES`."""
     return {
         "seed": int(seed),
@@ -291,20 +292,15 @@ def _prepared(data_json: str, device: str) -> PathData:
     cfg = json.loads(data_json)
     ds = data.load(cfg["dataset"], device=device)
     n_train, n_val = int(cfg["n_train"]), int(cfg["n_val"])
-    n_total = len(ds.y_train)
-    if n_train <= 0:
-        n_train = n_total - n_val
-    if n_train + n_val > n_total:
-        raise ValueError(f"n_train + n_val = {n_train + n_val} > {n_total} training images")
+    if n_train + n_val > len(ds.y_train):
+        raise ValueError(f"n_train + n_val = {n_train + n_val} > {len(ds.y_train)} training images")
     # The offline CIFAR-10 file is sorted by class: a seeded permutation, never "the first n".
-    gen = torch.Generator().manual_seed(int(cfg.get("data_seed", 0)))
-    order = torch.randperm(n_total, generator=gen).to(ds.y_train.device)
-    tr, va = order[:n_train], order[n_train:n_train + n_val]
-    n_test = int(cfg.get("n_test", 0)) or len(ds.y_test)
-    te = torch.randperm(len(ds.y_test), generator=gen)[:n_test].sort().values.to(ds.y_test.device)
+    s = data.subset(ds, n_train=n_train if n_train > 0 else None, n_val=n_val,
+                    n_test=int(cfg.get("n_test", 0)) or None,
+                    generator=samplers.generator(int(cfg.get("data_seed", 0)), "split"))
     side = cfg.get("resolution")
-    return PathData(_resample(ds.x_train[tr], side), ds.y_train[tr], _resample(ds.x_train[va], side),
-                    ds.y_train[va], _resample(ds.x_test[te], side), ds.y_test[te], ds.num_classes)
+    return PathData(_resample(s.x_train, side), s.y_train, _resample(s.x_val, side), s.y_val,
+                    _resample(s.x_test, side), s.y_test, s.num_classes)
 
 
 def prepare_data(data_cfg: dict, device=None) -> PathData:
@@ -330,144 +326,15 @@ def task_transform(task: Task):
     return transform
 
 
-def _transformed(x: torch.Tensor, task: Task, seed: int) -> torch.Tensor:
-    """``x`` (uint8) as floats under ``task``, random shifts drawn once from ``seed``."""
+def _transformed(x: torch.Tensor, task: Task, generator: torch.Generator) -> torch.Tensor:
+    """``x`` (uint8) as floats under ``task``, random shifts drawn once from ``generator``."""
     xf = train.as_float(x)
     tf = task_transform(task)
-    return xf if tf is None else tf(xf, torch.Generator().manual_seed(seed))
+    return xf if tf is None else tf(xf, generator)
 
 
 # =============================================================================================
-# 3. Statistics (appendix 8.3) and the "why" probes (§7)
-# =============================================================================================
-def layer_norms(model: nn.Module) -> pd.DataFrame:
-    """One row per parameter tensor: ``param, layer, kind`` (weight / bias), ``order`` (depth
-    index), ``numel``, L2 ``norm`` and ``rms`` = norm/√numel (appendix 8.3: bias and weight norms)."""
-    rows = []
-    for order, (name, p) in enumerate(model.named_parameters()):
-        layer, _, leaf = name.rpartition(".")
-        rows.append({"param": name, "layer": layer or name, "kind": "bias" if leaf == "bias" else "weight",
-                     "order": order, "numel": p.numel(), "norm": float(p.detach().norm()),
-                     "rms": float(p.detach().norm() / math.sqrt(p.numel()))})
-    return pd.DataFrame(rows)
-
-
-def relu_sites(model: nn.Module) -> dict[str, nn.Module]:
-    """Modules whose outputs are ReLU outputs or ReLU inputs, by name: every ``nn.ReLU``; for the
-    CIFAR ResNet (functional ReLUs), the stem BN and each block's ``bn1`` (ReLU inputs) and each
-    block's output (a ReLU output). A unit is active where this output is > 0."""
-    sites = {}
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ReLU):
-            sites[name] = module
-        elif isinstance(module, models.BasicBlock):
-            sites[f"{name}.bn1"] = module.bn1
-            sites[name] = module
-    if isinstance(model, models.ResNet):
-        sites = {"bn1": model.bn1, **sites}
-    return sites
-
-
-@torch.no_grad()
-def relu_activity(model: nn.Module, x: torch.Tensor) -> pd.DataFrame:
-    """Fraction of active ReLUs on the float batch ``x`` (eval mode), via forward hooks on
-    :func:`relu_sites`: ``frac_active`` = share of (image, unit) entries > 0; ``frac_dead`` = share
-    of channels (features, for flat layers) that are > 0 for no image and no position."""
-    stats, handles = {}, []
-
-    def hook(name):
-        def record(_module, _inputs, output):
-            active = output > 0
-            per_channel = active.transpose(0, 1).flatten(1).any(1) if active.dim() > 1 else active
-            stats[name] = (float(active.float().mean()), float(1 - per_channel.float().mean()))
-        return record
-
-    for name, module in relu_sites(model).items():
-        handles.append(module.register_forward_hook(hook(name)))
-    was_training = model.training
-    model.eval()
-    try:
-        model(x)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    return pd.DataFrame([{"site": k, "order": i, "frac_active": v[0], "frac_dead": v[1]}
-                         for i, (k, v) in enumerate(stats.items())])
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-@torch.no_grad()
-def perturbed_loss_sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.1,
-                             draws: int = 3, generator: torch.Generator | None = None) -> tuple[float, float]:
-    """A sharpness proxy: the mean curvature-driven loss increase on ``(x, y)`` under random
-    weight perturbations ε whose entries have standard deviation ``sigma``·rms(θ_l) for each
-    parameter tensor θ_l (layer-relative, in the spirit of the perturbation sharpness measures of
-    Jiang et al. 2019, cited in the paper's §7). Antithetic pairs, [L(θ+ε) + L(θ−ε)]/2 − L(θ), cancel
-    the first-order (gradient) term, so the proxy ≈ ½ εᵀHε stays meaningful away from a minimum.
-    Returns ``(loss, mean increase)``; eval mode, weights restored exactly."""
-    with _eval_mode(model):
-        base = float(F.cross_entropy(model(x), y))
-        params = list(model.parameters())
-        saved = [p.detach().clone() for p in params]
-        increases = []
-        try:
-            for _ in range(draws):
-                noise = [sigma * float(s.norm()) / math.sqrt(s.numel())
-                         * torch.randn(s.shape, generator=generator, dtype=s.dtype).to(s.device) for s in saved]
-                pair = []
-                for sign in (1.0, -1.0):
-                    for p, s, e in zip(params, saved, noise):
-                        p.copy_(s + sign * e)
-                    pair.append(float(F.cross_entropy(model(x), y)))
-                increases.append(0.5 * (pair[0] + pair[1]) - base)
-        finally:
-            for p, s in zip(params, saved):
-                p.copy_(s)
-    return base, float(np.mean(increases))
-
-
-def hessian_top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iters: int = 10,
-                           generator: torch.Generator | None = None) -> float:
-    """Largest-magnitude eigenvalue of the Hessian of the loss on ``(x, y)`` w.r.t. all parameters,
-    by power iteration on Hessian-vector products (``torch.func``: forward-over-reverse ``jvp`` of
-    ``grad``); eval mode, so BN uses its running statistics and nothing is updated. Returns the
-    Rayleigh quotient after ``iters`` products (the paper's §4/§7 link to "a Hessian with lower
-    maximal eigenvalue")."""
-    from torch.func import functional_call, grad, jvp
-
-    with _eval_mode(model):
-        params = {k: v.detach() for k, v in model.named_parameters()}
-        buffers = {k: v.detach() for k, v in model.named_buffers()}
-
-        def loss(p):
-            return F.cross_entropy(functional_call(model, (p, buffers), (x,)), y)
-
-        def normalised(v):
-            norm = torch.sqrt(sum((t * t).sum() for t in v.values()))
-            return {k: t / norm for k, t in v.items()}
-
-        v = normalised({k: torch.randn(t.shape, generator=generator, dtype=t.dtype).to(t.device)
-                        for k, t in params.items()})
-        eig = float("nan")
-        for _ in range(max(1, iters)):
-            hv = jvp(grad(loss), (params,), (v,))[1]
-            eig = float(sum((hv[k] * v[k]).sum() for k in v))
-            v = normalised(hv)
-    return eig
-
-
-# =============================================================================================
-# 4. One run: a path for one seed
+# 3. One run: a path for one seed
 # =============================================================================================
 def prefix_cache_dir() -> Path | None:
     """Where :func:`run_path` memoises path prefixes: ``$ZAPLIB_PATHS_CACHE`` ("" or "off"
@@ -485,35 +352,33 @@ def _prefix_key(config: dict, n_steps: int, device: torch.device) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def build_path_model(model_cfg: dict, in_channels: int, side: int, num_classes: int, seed: int) -> nn.Module:
-    """``models.build_model`` from ``model_cfg``, initialised from ``seed`` (PyTorch default init,
-    paper appendix 8.2), with channels / input size / classes filled in."""
-    kw = {k: v for k, v in model_cfg.items() if k != "name"}
+def model_config(model_cfg: dict, in_channels: int, side: int, num_classes: int, seed: int) -> dict:
+    """The :func:`zaplib.models.build` config of a path's ``model_cfg`` (``name`` + constructor
+    settings), with channels / input size / classes filled in and initialised from ``seed``
+    (PyTorch default init, paper appendix 8.2)."""
+    cfg = {k: v for k, v in model_cfg.items() if k != "name"}
     name = model_cfg["name"]
-    kw.setdefault("num_classes", num_classes)
-    if name == "small_cnn":
-        kw.update(in_channels=in_channels, input_size=side)
+    cfg.update(model=name, seed=seed)
+    cfg.setdefault("num_classes", num_classes)
+    if name in ("small_cnn", "mlp"):
+        cfg.update(in_channels=in_channels, input_size=side)
     elif name in ("resnet18", "resnet10"):
-        kw["in_channels"] = in_channels
+        cfg["in_channels"] = in_channels
         if in_channels != 3:  # the CIFAR mean/std of the ResNet's built-in normalisation need 3 channels
-            kw.setdefault("normalize", False)
-    torch.manual_seed(seed)
-    return models.build_model(name, **kw)
-
-
-def _step_generator(seed: int, index: int) -> torch.Generator:
-    return torch.Generator().manual_seed(1_000_003 * (seed + 1) + 7919 * index)
+            cfg.setdefault("normalize", False)
+    return cfg
 
 
 def _run_step(model: nn.Module, step: Step, index: int, d: PathData, seed: int, probes: dict,
               device: torch.device) -> dict[str, pd.DataFrame]:
     """Apply one (task, process) pair, with its bias reset, to ``model`` in place."""
-    gen = _step_generator(seed, index)
-    probe_gen = torch.Generator().manual_seed(seed * 7 + index)
+    gen = samplers.generator(seed, "step", index, "train")
+    probe_gen = samplers.generator(seed, "step", index, "sharpness")
     n_probe = int(probes["n_probe"])
-    x_probe = _transformed(d.x_train[:n_probe], step.task, seed + 11 * index).to(device)
+    x_probe = _transformed(d.x_train[:n_probe], step.task,
+                           samplers.generator(seed, "step", index, "probe_images")).to(device)
     y_probe = d.y_train[:n_probe]
-    x_val = _transformed(d.x_val, step.task, seed + 13 * index)
+    x_val = _transformed(d.x_val, step.task, samplers.generator(seed, "step", index, "val_images"))
     norms, activity, sharp = [], [], []
 
     def snapshot(moment):
@@ -533,7 +398,7 @@ def _run_step(model: nn.Module, step: Step, index: int, d: PathData, seed: int, 
     hessian = {}
     if probes.get("hessian_iters"):
         hessian["hessian_start"] = hessian_top_eigenvalue(model, x_probe, y_probe, int(probes["hessian_iters"]),
-                                                          torch.Generator().manual_seed(seed + index))
+                                                          samplers.generator(seed, "step", index, "hessian"))
     every, dense = int(probes.get("probe_every", 5)), int(probes.get("probe_dense", 5))
 
     def callback(epoch, _model):
@@ -555,7 +420,7 @@ def _run_step(model: nn.Module, step: Step, index: int, d: PathData, seed: int, 
     snapshot("end")
     if probes.get("hessian_iters"):
         hessian["hessian_end"] = hessian_top_eigenvalue(model, x_probe, y_probe, int(probes["hessian_iters"]),
-                                                        torch.Generator().manual_seed(seed + index))
+                                                        samplers.generator(seed, "step", index, "hessian"))
     test = train.evaluate(model, d.x_test, d.y_test)
     best_epoch = records.attrs.get("best_epoch")
     best_row = records[records["epoch"] == best_epoch] if best_epoch is not None else records.iloc[[]]
@@ -599,7 +464,8 @@ def _save_prefix(cache: Path | None, key: str, state: dict, frames: dict) -> Non
         pass
 
 
-@experiment(EXPERIMENT, version=1)
+# version 2: seeds from samplers.generator, inits via models.build, data via data.subset (issue 12)
+@experiment(EXPERIMENT, version=2)
 def run_path(config: dict) -> dict[str, pd.DataFrame]:
     """Follow the learning path of ``config`` (:func:`path_config`) from a fresh model and return
     tidy tables (one run of the sequential learning process Ω, paper Def. 3):
@@ -622,7 +488,8 @@ def _follow(config: dict, memoise_end: bool) -> dict[str, pd.DataFrame]:
         raise ValueError("a learning path needs at least one step")
     seed, probes = int(config["seed"]), {**DEFAULT_PROBES, **config.get("probes", {})}
     d = prepare_data(config["data"], device)
-    model = build_path_model(config["model"], d.x_train.shape[1], d.x_train.shape[-1], d.num_classes, seed).to(device)
+    shape = d.x_train.shape
+    model = models.build(model_config(config["model"], shape[1], shape[-1], d.num_classes, seed)).to(device)
     cache = prefix_cache_dir()
     frames: dict[str, list[pd.DataFrame]] = {}
     start = 0
@@ -700,7 +567,7 @@ def memoise_path(config: dict) -> dict:
 
 
 # =============================================================================================
-# 5. The chapter's plan: every condition of the three interventions as configs
+# 4. The chapter's plan: every condition of the three interventions as configs
 # =============================================================================================
 def _processes_from(p: dict) -> dict[str, LearningProcess]:
     common = dict(momentum=p["momentum"], weight_decay=p["weight_decay"], batch_size=p["batch_size"])

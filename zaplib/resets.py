@@ -17,12 +17,17 @@ Which op implements what:
 - :func:`zap` — zapping, Frati et al. 2023 "Reset It and Forget It", Alg. 1 line 7.
 - :func:`shrink_perturb` — Ash & Adams 2020 and LURE's S&P baseline (Ramkumar et al. 2023, §4).
 - :func:`reinit_layers` — later-layer forgetting (Zhou et al. 2022; LURE's LLF baseline, §4).
-- :func:`importance`, :func:`keep_mask`, :func:`masked_reinit`, :func:`snip_mask`,
+- :func:`importance`, :func:`reset_mask`, :func:`masked_reinit`, :func:`snip_mask`,
   :func:`lure_reset` — LURE's unlearning step (§3 eqs. 2–3, App. Alg. 1 lines 8–11; App. Table 8
   for the other importance criteria).
 - :func:`shift_biases` — bias reset of the negative pre-training paper (§6).
-- :func:`frozen_mask`, :func:`mutually_frozen_mask`, :func:`reset_masked`,
-  :func:`random_masks_like` — mutually frozen weights (NeurIPS 2021; definition of issue 7 §1).
+- :func:`frozen_mask`, :func:`mutually_frozen_mask`, :func:`random_masks_like` — mutually frozen
+  weights (NeurIPS 2021; definition of issue 7 §1), re-drawn by :func:`masked_reinit`.
+
+One mask convention: every mask of this module is True where an entry is to be reset.
+One dispatcher: :func:`apply` runs any op by name (:data:`RESETS`), so the chapters' method names
+(LURE's bl / sp / llf / lure / scratch, the frozen-weights interventions, the toolkit's ops) are
+translations into this vocabulary, not separate implementations.
 """
 from __future__ import annotations
 
@@ -38,19 +43,20 @@ from torch.nn import functional as F
 from .models import init_module, init_weight_std
 
 __all__ = [
+    "RESETS",
+    "apply",
     "zap",
     "fresh_init",
     "shrink_perturb",
     "reinit_layers",
     "importance",
-    "keep_mask",
+    "reset_mask",
     "masked_reinit",
     "snip_mask",
     "lure_reset",
     "shift_biases",
     "frozen_mask",
     "mutually_frozen_mask",
-    "reset_masked",
     "random_masks_like",
 ]
 
@@ -313,7 +319,7 @@ def reinit_layers(model: nn.Module, names: str | Sequence[str],
 
 
 # ---------------------------------------------------------------------------------------------
-# LURE: importance, keep masks, masked re-init
+# LURE: importance, reset masks, masked re-init
 # ---------------------------------------------------------------------------------------------
 def importance(model: nn.Module, batch, criterion: str = "snip", loss_fn=None,
                generator: torch.Generator | None = None, params: ParamSelector = "all",
@@ -365,38 +371,40 @@ def importance(model: nn.Module, batch, criterion: str = "snip", loss_fn=None,
     return {n: s for (n, _), s in zip(selected, scores)}
 
 
-def keep_mask(scores: Mapping[str, torch.Tensor], keep: float = 0.8,
-              scope: str = "global") -> dict[str, torch.Tensor]:
-    """Boolean masks, True = keep: the top ``keep`` fraction of ``scores``.
+def reset_mask(scores: Mapping[str, torch.Tensor], fraction: float = 0.2,
+               scope: str = "global") -> dict[str, torch.Tensor]:
+    """Boolean masks, True = reset: the lowest-scoring ``fraction`` of ``scores``.
 
-    LURE §3: M_j = 1[s_j ≥ s̃_k] with s̃_k the k-th largest saliency. ``scope="global"`` ranks all
-    entries of all tensors together (one threshold, as LURE's code); ``"layer"`` keeps the top
-    fraction of each tensor separately. Exactly round(keep·N) entries are kept (N = all entries, or
-    per tensor), rounding half up; ties at the threshold are broken deterministically — the earlier
-    entry (in dict order, then flattened order) is kept.
+    LURE §3: M_j = 1[s_j ≥ s̃_k] keeps the entries whose saliency reaches the k-th largest one; the
+    rest are reset, so this returns ¬M. ``scope="global"`` ranks all entries of all tensors together
+    (one threshold, as LURE's code); ``"layer"`` resets the lowest fraction of each tensor
+    separately. Exactly N − round((1 − fraction)·N) entries are reset (N = all entries, or per
+    tensor; the kept count is rounded half up); ties at the threshold are broken deterministically —
+    the earlier entry (in dict order, then flattened order) is kept.
     """
-    if not 0.0 <= keep <= 1.0:
-        raise ValueError(f"keep must lie in [0, 1], got {keep}")
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
     if scope not in ("global", "layer"):
         raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+    keep = 1.0 - fraction
 
-    def top(flat: torch.Tensor) -> torch.Tensor:
+    def lowest(flat: torch.Tensor) -> torch.Tensor:
         n = flat.numel()
         k = _n_keep(keep, n)
         if k in (0, n):
-            return torch.full((n,), k == n, dtype=torch.bool, device=flat.device)
+            return torch.full((n,), k == 0, dtype=torch.bool, device=flat.device)
         # a selection (kthvalue) instead of a full sort: ~30x faster on a ResNet-18's 11 M entries
         threshold = torch.kthvalue(flat, n - k + 1).values  # the k-th largest score
-        mask = flat > threshold
+        kept = flat > threshold
         tied = (flat == threshold).nonzero().flatten()
-        mask[tied[: k - int(mask.sum())]] = True
-        return mask
+        kept[tied[: k - int(kept.sum())]] = True
+        return ~kept
 
     names = list(scores)
     if scope == "layer":
-        return {n: top(scores[n].detach().reshape(-1)).reshape(scores[n].shape) for n in names}
+        return {n: lowest(scores[n].detach().reshape(-1)).reshape(scores[n].shape) for n in names}
     flat = torch.cat([scores[n].detach().reshape(-1) for n in names]) if names else torch.zeros(0)
-    pieces = top(flat).split([scores[n].numel() for n in names])
+    pieces = lowest(flat).split([scores[n].numel() for n in names])
     return {n: piece.reshape(scores[n].shape) for n, piece in zip(names, pieces)}
 
 
@@ -412,8 +420,10 @@ def _kaiming_uniform_lure(shape, generator, device, dtype) -> torch.Tensor:
 
 def masked_reinit(model: nn.Module, masks: Mapping[str, torch.Tensor], init: str = "kaiming_uniform",
                   generator: torch.Generator | None = None) -> int:
-    """Re-draw the entries where ``masks[name]`` is False (True = keep), in place. LURE §3 eq. 3
-    (θ_new = θ where M = 1, θ_Reinit otherwise) / App. Alg. 1 line 11.
+    """Re-draw the entries where ``masks[name]`` is True (True = reset, the one mask convention of
+    this module), in place. LURE §3 eq. 3 (θ_new = θ where M = 1, θ_Reinit otherwise, i.e. the
+    mask here is ¬M) / App. Alg. 1 line 11; the mutually frozen weights chapter (issue 7 §4) with
+    ``init="model"``.
 
     ``init="kaiming_uniform"``: LURE's official rule, a full-shape ``kaiming_uniform_(a=√5)`` draw
     (U(±1/√fan_in); 1-D tensors such as BN scales get U(−1, 1)) — *not* the model's own init
@@ -427,14 +437,14 @@ def masked_reinit(model: nn.Module, masks: Mapping[str, torch.Tensor], init: str
     params = dict(model.named_parameters())
     count = 0
     with torch.no_grad():
-        for name, keep in masks.items():
+        for name, mask in masks.items():
             if name not in params:
                 raise KeyError(f"the model has no parameter named {name!r}")
             p = params[name]
-            if tuple(keep.shape) != tuple(p.shape):
-                raise ValueError(f"mask for {name} has shape {tuple(keep.shape)}, "
+            if tuple(mask.shape) != tuple(p.shape):
+                raise ValueError(f"mask for {name} has shape {tuple(mask.shape)}, "
                                  f"parameter has {tuple(p.shape)}")
-            reset = ~keep.to(device=p.device, dtype=torch.bool)
+            reset = mask.to(device=p.device, dtype=torch.bool)
             n_reset = int(reset.sum())
             if n_reset == 0:
                 continue
@@ -449,12 +459,12 @@ def masked_reinit(model: nn.Module, masks: Mapping[str, torch.Tensor], init: str
     return count
 
 
-def snip_mask(model: nn.Module, batch, keep: float = 0.8, scope: str = "global", loss_fn=None,
+def snip_mask(model: nn.Module, batch, fraction: float = 0.2, scope: str = "global", loss_fn=None,
               params: ParamSelector = "all") -> dict[str, torch.Tensor]:
-    """SNIP keep masks (LURE §3 eq. 2 and the top-k rule): :func:`importance` with
-    ``criterion="snip"`` followed by :func:`keep_mask`."""
+    """SNIP reset masks, True = reset (LURE §3 eq. 2 and the top-k rule): :func:`importance` with
+    ``criterion="snip"`` followed by :func:`reset_mask` of the lowest ``fraction``."""
     scores = importance(model, batch, "snip", loss_fn=loss_fn, params=params)
-    return keep_mask(scores, keep, scope)
+    return reset_mask(scores, fraction, scope)
 
 
 def lure_reset(model: nn.Module, batch, reset_fraction: float = 0.2, criterion: str = "snip",
@@ -477,7 +487,7 @@ def lure_reset(model: nn.Module, batch, reset_fraction: float = 0.2, criterion: 
         raise ValueError(f"reset_fraction must lie in [0, 1], got {reset_fraction}")
     scores = importance(model, batch, criterion, loss_fn=loss_fn, generator=generator,
                         params=score_params, fisher=fisher)
-    masks = keep_mask(scores, 1.0 - reset_fraction, scope)
+    masks = reset_mask(scores, reset_fraction, scope)
     reset_names = {n for n, _ in _select_params(model, tensors)}
     return masked_reinit(model, {n: m for n, m in masks.items() if n in reset_names}, init,
                          generator)
@@ -632,14 +642,6 @@ def mutually_frozen_mask(model: nn.Module, eps: float = 0.1, layers: Sequence[st
     return masks, pd.DataFrame(rows)
 
 
-def reset_masked(model: nn.Module, masks: Mapping[str, torch.Tensor], init: str = "model",
-                 generator: torch.Generator | None = None) -> int:
-    """Re-draw the entries where ``masks`` is True (e.g. the mutually frozen weights) from the
-    layer's own init (issue 7 §4); ``init="kaiming_uniform"`` uses LURE's rule instead. The inverse
-    convention of :func:`masked_reinit`, which it calls. Returns the number re-drawn."""
-    return masked_reinit(model, {n: ~m.bool() for n, m in masks.items()}, init, generator)
-
-
 def random_masks_like(masks: Mapping[str, torch.Tensor],
                       generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Masks with the same number of True entries per tensor as ``masks``, at uniformly random
@@ -653,3 +655,75 @@ def random_masks_like(masks: Mapping[str, torch.Tensor],
         flat[chosen] = True
         out[name] = flat.reshape(mask.shape)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# One dispatcher: a reset op by name
+# ---------------------------------------------------------------------------------------------
+def _none(model: nn.Module, generator=None) -> int:
+    return 0
+
+
+def _zap_head(model: nn.Module, classes=None, bias: str = "keep", fan_in: str = "row",
+              generator=None) -> int:
+    return zap(model.head, classes, bias=bias, fan_in=fan_in, generator=generator)
+
+
+def _reinit_all(model: nn.Module, generator=None) -> int:
+    """Every module re-initialised in place by the model's own init (training from scratch)."""
+    model.load_state_dict(fresh_init(model, generator).state_dict())
+    return sum(p.numel() for p in model.parameters())
+
+
+def _shift_biases(model: nn.Module, delta: float = 0.01, generator=None) -> int:
+    return shift_biases(model, delta)  # deterministic: the generator is not needed
+
+
+def _masked(model: nn.Module, masks: Mapping[str, torch.Tensor], init: str = "kaiming_uniform",
+            generator=None) -> int:
+    return masked_reinit(model, masks, init, generator)
+
+
+def _frozen(model: nn.Module, eps: float = 0.1, init: str = "model", generator=None) -> int:
+    return masked_reinit(model, frozen_mask(model, eps), init, generator)
+
+
+def _mutually_frozen(model: nn.Module, eps: float = 0.1, init: str = "model", generator=None) -> int:
+    masks, _ = mutually_frozen_mask(model, eps)
+    return masked_reinit(model, masks, init, generator)
+
+
+def _random_like_mutually_frozen(model: nn.Module, eps: float = 0.1, init: str = "model",
+                                 generator=None) -> int:
+    masks, _ = mutually_frozen_mask(model, eps)
+    return masked_reinit(model, random_masks_like(masks, generator), init, generator)
+
+
+def _lure(model: nn.Module, batch=None, generator=None, **settings) -> int:
+    return lure_reset(model, batch, generator=generator, **settings)
+
+
+RESETS: dict[str, Callable[..., int]] = {
+    "none": _none,                                  # control: nothing changes
+    "zap": _zap_head,                               # head rows (Frati et al. 2023, Alg. 1 line 7)
+    "shrink_perturb": shrink_perturb,               # Ash & Adams 2020; LURE's S&P
+    "reinit_layers": reinit_layers,                 # later-layer forgetting (LURE's LLF)
+    "reinit_all": _reinit_all,                      # a fresh network (scratch / reinit baselines)
+    "lure": _lure,                                  # LURE App. Alg. 1 lines 8–11
+    "masked": _masked,                              # any reset masks (True = reset)
+    "shift_biases": _shift_biases,                  # negative pre-training §6
+    "frozen": _frozen,                              # every frozen weight (issue 7 §4)
+    "mutually_frozen": _mutually_frozen,            # the mutually frozen weights (issue 7 §4)
+    "random_like_mutually_frozen": _random_like_mutually_frozen,  # as many, at random positions
+}
+"""Every reset op by name: ``fn(model, **settings, generator=None) -> entries changed``."""
+
+
+def apply(name: str, model: nn.Module, generator: torch.Generator | None = None, **settings) -> int:
+    """Apply the reset op ``name`` of :data:`RESETS` to ``model`` in place with ``settings`` (the
+    op's keyword arguments, e.g. ``apply("zap", model, classes=[3])``,
+    ``apply("lure", model, batch=(x, y), reset_fraction=0.2)``,
+    ``apply("mutually_frozen", model, eps=0.1)``); returns the number of entries changed."""
+    if name not in RESETS:
+        raise ValueError(f"unknown reset {name!r}; choose from {sorted(RESETS)}")
+    return RESETS[name](model, generator=generator, **settings)

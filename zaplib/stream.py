@@ -38,7 +38,6 @@ The stream (LURE §3 "Learn", §4, App. A.2; Caccia et al. 2021):
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Iterator, Sequence
 
@@ -48,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import corruptions, metrics, resets, train
+from . import corruptions, data, metrics, models, probes, resets, samplers, train
 from . import get_device
 from .store import config_hash, experiment
 
@@ -225,30 +224,27 @@ def load_data(config: dict, device=None):
     device = get_device(device)
     if config["dataset"] == "synthetic":
         return _synthetic(device)
-    from . import data
-
     return data.load(config["dataset"], device=device)
 
 
 _GREY_STATS = {"fashion_mnist": ((0.2860,), (0.3530,)), "mnist": ((0.1307,), (0.3081,))}
 
 
-def build_model(config: dict, num_classes: int, in_channels: int = 3) -> nn.Module:
-    """The network of ``config`` (random init from the global RNG; seed it first). ResNet-18 has the
-    CIFAR stem and a width multiplier; grey-scale datasets get one input channel and their own
-    normalisation statistics."""
-    from . import models
-
+def model_config(config: dict, num_classes: int, in_channels: int = 3) -> dict:
+    """The :func:`zaplib.models.build` config of the network of ``config``, initialised from its
+    ``seed``. ResNet-18 has the CIFAR stem and a width multiplier; grey-scale datasets get one
+    input channel and their own normalisation statistics."""
     name = config["model"]
+    cfg = {"model": name, "num_classes": num_classes, "seed": int(config["seed"])}
     if name == "resnet18":
-        kw = {}
+        cfg["width"] = config["width"]
         if in_channels == 1:
             mean, std = _GREY_STATS.get(config["dataset"], ((0.5,), (0.25,)))
-            kw = {"in_channels": 1, "mean": mean, "std": std}
-        return models.cifar_resnet18(num_classes=num_classes, width=config["width"], **kw)
+            cfg.update(in_channels=1, mean=mean, std=std)
+        return cfg
     if in_channels != 3:
         raise ValueError(f"{name} takes RGB inputs only")
-    return models.build_model(name, num_classes=num_classes)
+    return cfg
 
 
 def _augment_fn(config: dict):
@@ -277,23 +273,21 @@ def apply_method(model: nn.Module, config: dict, score_batch=None,
     """
     method = config["method"]
     if method == "bl":
-        return 0
+        return resets.apply("none", model)
     if method == "sp":
-        return resets.shrink_perturb(model, config["sp_shrink"], config["sp_perturb"],
-                                     form=config["sp_form"], generator=generator)
+        return resets.apply("shrink_perturb", model, generator, shrink=config["sp_shrink"],
+                            perturb=config["sp_perturb"], form=config["sp_form"])
     if method == "llf":
-        return resets.reinit_layers(model, list(config["llf_layers"]), generator=generator)
+        return resets.apply("reinit_layers", model, generator, names=list(config["llf_layers"]))
     if method == "lure":
         if score_batch is None and config["criterion"] in ("snip", "fisher"):
             raise ValueError("LURE with a data-dependent criterion needs a score_batch")
-        return resets.lure_reset(model, score_batch, reset_fraction=config["reset_fraction"],
-                                 criterion=config["criterion"], tensors=config["reset_tensors"],
-                                 init=config["reset_init"], scope=config["reset_scope"],
-                                 generator=generator)
+        return resets.apply("lure", model, generator, batch=score_batch,
+                            reset_fraction=config["reset_fraction"], criterion=config["criterion"],
+                            tensors=config["reset_tensors"], init=config["reset_init"],
+                            scope=config["reset_scope"])
     if method == "scratch":
-        fresh = resets.fresh_init(model, generator)
-        model.load_state_dict(fresh.state_dict())
-        return sum(p.numel() for p in model.parameters())
+        return resets.apply("reinit_all", model, generator)
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -322,58 +316,11 @@ def _test_metrics(model, x, y, batch_size) -> dict:
             "ece": ece_value, "reliability": reliability}
 
 
-def _accuracy(model, x, y, batch_size) -> float:
-    return metrics.accuracy(train.predict_logits(model, x, batch_size), y)
-
-
-def corruption_table(model, x, y, names, severities, batch_size=1000, seed=0) -> pd.DataFrame:
-    """Accuracy of ``model`` on ``x`` (uint8) under each corruption and severity (plus
-    ``corruption="clean"``). The corrupted images depend only on ``seed``, so every model of a
-    comparison sees the same ones."""
-    xf = train.as_float(x)
-    rows = [{"corruption": "clean", "severity": 0, "acc": _accuracy(model, xf, y, batch_size)}]
-    for k, name in enumerate(names):
-        for s in severities:
-            g = torch.Generator().manual_seed(seed * 1000 + 10 * k + s)
-            xc = torch.cat([corruptions.corrupt(xf[i:i + batch_size], name, s, g)
-                            for i in range(0, len(xf), batch_size)])
-            rows.append({"corruption": name, "severity": s, "acc": _accuracy(model, xc, y, batch_size)})
-    return pd.DataFrame(rows)
-
-
-def pgd_table(model, x, y, eps_list, steps=10, batch_size=250, seed=0) -> pd.DataFrame:
-    """Accuracy under L∞ PGD-``steps`` (:func:`zaplib.corruptions.pgd_attack`) for each radius."""
-    xf = train.as_float(x)
-    rows = []
-    for eps in [0.0, *eps_list]:
-        g = torch.Generator().manual_seed(seed)
-        correct = 0
-        for i in range(0, len(xf), batch_size):
-            xb, yb = xf[i:i + batch_size], y[i:i + batch_size]
-            adv = corruptions.pgd_attack(model, xb, yb, eps, steps=steps, generator=g)
-            correct += int((train.predict_logits(model, adv, batch_size).argmax(1) == yb).sum())
-        rows.append({"eps": eps, "eps_255": eps * 255, "acc": correct / len(xf)})
-    return pd.DataFrame(rows)
-
-
-def weight_noise_table(model, sets: dict, sigmas, repeats=3, batch_size=1000, seed=0) -> pd.DataFrame:
-    """Accuracy on each named ``(x, y)`` set with N(0, σ²) added to every parameter (LURE §7.2),
-    ``repeats`` independent draws per σ (σ = 0 is the unperturbed model)."""
-    rows = []
-    for sigma in [0.0, *sigmas]:
-        for r in range(repeats if sigma > 0 else 1):
-            g = torch.Generator().manual_seed(seed * 1000 + r)
-            with corruptions.perturb_weights(model, sigma, generator=g):
-                for name, (x, y) in sets.items():
-                    rows.append({"sigma": sigma, "repeat": r, "split": name,
-                                 "acc": _accuracy(model, x, y, batch_size)})
-    return pd.DataFrame(rows)
-
-
 # ---------------------------------------------------------------------------------------------
 # The experiment
 # ---------------------------------------------------------------------------------------------
-@experiment("lure_stream", version=1)  # = EXPERIMENT, which is defined with the chapter plan below
+# version 2: seeds from samplers.generator, inits via models.build, data via data.subset (issue 12)
+@experiment("lure_stream", version=2)  # = EXPERIMENT, which is defined with the chapter plan below
 def run_stream(config: dict, device=None, progress: bool = False, stage_callback=None) -> dict:
     """Train one model through one ALMA stream (see the module docstring) and return tidy tables:
 
@@ -389,40 +336,38 @@ def run_stream(config: dict, device=None, progress: bool = False, stage_callback
     - ``corruptions`` / ``pgd`` / ``weight_noise`` when those probes are configured.
 
     ``stage_callback(i, model)``, if given, sees the carried model at the start of every mega-batch
-    ``i`` (0-based) before the method acts (tests use it). Pure in ``config``: the global RNG is used only inside ``torch.random.fork_rng`` and every other
-    draw comes from generators seeded by ``seed`` (method randomness) or ``order_seed`` (the stream,
-    the test subset, label noise, the probes' corrupted images).
+    ``i`` (0-based) before the method acts (tests use it). Pure in ``config``: the global RNG is
+    used only inside ``torch.random.fork_rng`` (:func:`zaplib.models.build`) and every draw comes
+    from streams of :func:`zaplib.samplers.generator` under ``seed`` (init, method randomness,
+    replay buffer) or ``order_seed`` (the stream and test subset, label noise, the probes'
+    corrupted images).
     """
     config = make_config(**config)
     device = get_device(device)
     t_start = time.perf_counter()
     ds = load_data(config, device)
     num_classes = int(ds.num_classes)
-    order_g = torch.Generator().manual_seed(int(config["order_seed"]))
+    order_g = samplers.generator(int(config["order_seed"]), "stream")
 
     n_pool = len(ds.x_train) if config["n_pool"] is None else min(int(config["n_pool"]), len(ds.x_train))
-    pool = torch.randperm(len(ds.x_train), generator=order_g)[:n_pool]
-    x_pool, y_pool = ds.x_train[pool.to(device)], ds.y_train[pool.to(device)]
+    split = data.subset(ds, n_train=n_pool, n_test=config["n_test"], generator=order_g)
+    x_pool, y_pool = split.x_train, split.y_train
+    x_test, y_test = split.x_test, split.y_test
+    n_test = len(y_test)
     if config["label_noise"] > 0:
-        noise_g = torch.Generator().manual_seed(int(config["order_seed"]) + 7919)
+        noise_g = samplers.generator(int(config["order_seed"]), "label_noise")
         y_pool = corruptions.noisy_labels(y_pool.cpu(), config["label_noise"], num_classes,
                                           noise_g).to(device)
-    n_test = len(ds.x_test) if config["n_test"] is None else min(int(config["n_test"]), len(ds.x_test))
-    test_pick = torch.randperm(len(ds.x_test), generator=order_g)[:n_test].to(device)
-    x_test, y_test = ds.x_test[test_pick], ds.y_test[test_pick]
-
     # The pool is already in shuffled order, so the stream is cut in order.
     stream = cut_stream(n_pool, config["n_megabatches"], config["val_fraction"])
-    buffer_g = torch.Generator().manual_seed(int(config["seed"]) * 7 + 3)
+    buffer_g = samplers.generator(int(config["seed"]), "replay_buffer")
     stages = replay_schedule(stream, config["replay"], config["buffer_size"],
                              config["buffer_size_val"], buffer_g)
 
     augment = _augment_fn(config)
     val_transform = augment if config["val_augment"] else None
-    g = torch.Generator().manual_seed(int(config["seed"]))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(config["seed"]))
-        model = build_model(config, num_classes, in_channels=x_pool.shape[1]).to(device)
+    g = samplers.generator(int(config["seed"]), "method")
+    model = models.build(model_config(config, num_classes, in_channels=x_pool.shape[1])).to(device)
     if config["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
 
@@ -497,17 +442,17 @@ def run_stream(config: dict, device=None, progress: bool = False, stage_callback
         names = list(corruptions.CORRUPTIONS)
     if names:
         n = min(int(config["n_corruption"]), n_test)
-        results["corruptions"] = corruption_table(model, x_test[:n], y_test[:n], names,
+        results["corruptions"] = probes.corruption_table(model, x_test[:n], y_test[:n], names,
                                                   config["corruption_severities"],
                                                   config["eval_batch_size"], probe_seed)
     if config["pgd_eps"]:
         n = min(int(config["n_pgd"]), n_test)
-        results["pgd"] = pgd_table(model, x_test[:n], y_test[:n], config["pgd_eps"],
+        results["pgd"] = probes.pgd_table(model, x_test[:n], y_test[:n], config["pgd_eps"],
                                    config["pgd_steps"], seed=probe_seed)
     if config["weight_noise"]:
         n = int(config["n_weight_noise"])
         sets = {"train": (x_pool[:n], y_pool[:n]), "test": (x_test[:n], y_test[:n])}
-        results["weight_noise"] = weight_noise_table(model, sets, config["weight_noise"],
+        results["weight_noise"] = probes.weight_noise_table(model, sets, config["weight_noise"],
                                                      config["weight_noise_repeats"],
                                                      config["eval_batch_size"], probe_seed)
     results["summary"]["seconds"] = time.perf_counter() - t_start
@@ -566,14 +511,14 @@ def chapter_configs(params: dict) -> dict[str, list[dict]]:
                   lr_milestones=list(p["lr_milestones"]), batch_size=p["batch_size"], lr=p["lr"],
                   weight_decay=p["weight_decay"], buffer_size=p["buffer_size"],
                   score_size=p["score_size"])
-    probes = dict(corruptions=list(p["corruptions"]),
+    probe_settings = dict(corruptions=list(p["corruptions"]),
                   corruption_severities=list(p["corruption_severities"]),
                   n_corruption=p["n_corruption"], pgd_eps=[e / 255 for e in p["pgd_eps"]],
                   n_pgd=p["n_pgd"], weight_noise=list(p["weight_noise"]),
                   weight_noise_repeats=p["weight_noise_repeats"], n_weight_noise=p["n_weight_noise"])
 
     def cfg(variant, seed, probe=False, **over):
-        return make_config(**{**shared, **(probes if probe else {}), **VARIANTS[variant],
+        return make_config(**{**shared, **(probe_settings if probe else {}), **VARIANTS[variant],
                               **over, "seed": seed})
 
     main = [cfg(v, s, probe=True) for v in p["methods"] for s in p["seeds"]]
@@ -583,7 +528,7 @@ def chapter_configs(params: dict) -> dict[str, list[dict]]:
         """The main-table run when ``over`` changes nothing it has, else a new probe-free run."""
         plain = cfg(variant, seed, **over)
         hit = main_by_key.get((variant, seed))
-        if hit is not None and all(hit[k] == v for k, v in plain.items() if k not in probes):
+        if hit is not None and all(hit[k] == v for k, v in plain.items() if k not in probe_settings):
             return hit
         return plain
 
@@ -660,11 +605,8 @@ __all__ = [
     "cut_stream",
     "replay_schedule",
     "load_data",
-    "build_model",
+    "model_config",
     "apply_method",
-    "corruption_table",
-    "pgd_table",
-    "weight_noise_table",
     "run_stream",
     "EXPERIMENT",
     "VARIANTS",

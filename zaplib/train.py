@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import samplers
+from . import metrics, samplers
 from .data import to_float
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -175,8 +175,7 @@ def evaluate(
     logits = predict_logits(model, x, batch_size, transform, generator)
     with torch.no_grad():
         loss = float(loss_fn(logits, y))
-        acc = float((logits.argmax(-1) == y).float().mean())
-    return {"loss": loss, "acc": acc, "n": int(len(y))}
+    return {"loss": loss, "acc": metrics.accuracy(logits, y), "n": int(len(y))}
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,

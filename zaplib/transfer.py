@@ -37,8 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import metrics, samplers
+from .train import as_float, predict_logits
 from .store import Store, experiment, sweep
-from .train import as_float
 
 __all__ = [
     "Trajectory",
@@ -82,7 +83,7 @@ def trajectory(pool_size: int, n_train: int, n_classes: int, feature_dim: int, s
     if n_classes > pool_size:
         raise ValueError(f"a trajectory of {n_classes} classes needs a pool of at least that many, "
                          f"got {pool_size}")
-    g = torch.Generator().manual_seed(int(seed))
+    g = samplers.generator(int(seed), "trajectory")
     classes = torch.randperm(pool_size, generator=g)[:n_classes]
     if shuffle_images:
         image_order = torch.argsort(torch.rand(n_classes, n_train, generator=g), dim=1)
@@ -143,7 +144,7 @@ def evaluation_class_split(n_classes: int, val_pool: int, seed: int = 0) -> tupl
     classes (for choosing learning rates) and a disjoint report pool (the rest)."""
     if not 0 <= val_pool < n_classes:
         raise ValueError(f"val_pool must be in [0, {n_classes}), got {val_pool}")
-    perm = torch.randperm(n_classes, generator=torch.Generator().manual_seed(int(seed)))
+    perm = torch.randperm(n_classes, generator=samplers.generator(int(seed), "class_split"))
     return perm[:val_pool].sort().values, perm[val_pool:].sort().values
 
 
@@ -264,7 +265,7 @@ def sequential_probe_reference(train_feats: torch.Tensor, test_feats: torch.Tens
             with torch.no_grad():
                 for part, feats in (("train_acc", train_feats), ("test_acc", test_feats)):
                     X, y = _seen_eval_set(feats, classes, n + 1)
-                    row[part] = float((head(X).argmax(-1) == y).float().mean())
+                    row[part] = metrics.accuracy(head(X), y)
             rows.append(row)
     frame = pd.DataFrame(rows, columns=["seed", "lr", "classes", "train_acc", "test_acc"])
     return (frame, head) if return_head else frame
@@ -279,14 +280,9 @@ def _with_new_head(model: nn.Module, weight: torch.Tensor) -> nn.Module:
     return net
 
 
-@torch.no_grad()
 def _accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
-    was = net.training
-    net.eval()
-    correct = sum(int((net(as_float(x[i : i + batch_size])).argmax(-1) == y[i : i + batch_size]).sum())
-                  for i in range(0, len(x), batch_size))
-    net.train(was)
-    return correct / max(len(x), 1)
+    """Test accuracy of ``net`` on uint8 ``(x, y)`` in eval mode (:func:`zaplib.metrics.accuracy`)."""
+    return metrics.accuracy(predict_logits(net, x, batch_size), y)
 
 
 def sequential_unfrozen(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, *,
@@ -340,7 +336,7 @@ def iid_transfer(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, 
     Xtr, ytr = _seen_eval_set(train_x, classes, n_classes)
     Xte, yte = _seen_eval_set(test_x, classes, n_classes)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(int(seed) + 1)
+    g = samplers.generator(int(seed), "batches")
     n_batches = -(-len(Xtr) // batch_size)
     marks = {round(k * n_batches / evals_per_epoch) for k in range(1, evals_per_epoch + 1)}
     rows = [{"seed": int(seed), "lr": float(lr), "epoch": 0.0, "step": 0,
@@ -379,7 +375,8 @@ def _pool(config: dict, device):
     return train_x, test_x
 
 
-@experiment(TRANSFER_EXPERIMENT, version=1)
+# version 2: seeds from samplers.generator, inits via models.build, data via data.subset (issue 12)
+@experiment(TRANSFER_EXPERIMENT, version=2)
 def transfer_run(config: dict) -> dict:
     """One transfer experiment on one pre-trained model: every (seed, lr) of the config.
 

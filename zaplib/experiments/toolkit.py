@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import data, get_device, metrics, models, resets, train
+from .. import data, get_device, metrics, models, resets, samplers, train
 from ..chapters import Chapter
 from ..store import experiment
 
@@ -49,14 +49,6 @@ def configs(params: dict) -> list[dict]:
     return [{"seed": seed, **shared} for seed in params["seeds"]]
 
 
-def build(config: dict) -> nn.Module:
-    """The untrained network of ``config``, initialised from ``torch.manual_seed(seed)``."""
-    torch.manual_seed(config["seed"])
-    if config["model"] == "small_cnn":
-        return models.build_model("small_cnn", width=config["width"])
-    return models.build_model("mlp", hidden=(config["width"],))
-
-
 def later_layers(model: nn.Module, n: int = 2) -> list[str]:
     """Names of the last ``n`` conv/linear layers (for SmallCNN and MLP: the hidden layer + head)."""
     names = [name for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
@@ -64,47 +56,47 @@ def later_layers(model: nn.Module, n: int = 2) -> list[str]:
 
 
 def apply_op(op: str, model: nn.Module, config: dict, snip_batch, generator: torch.Generator) -> int:
-    """Apply reset ``op`` in place; the number of entries it changed."""
+    """Apply the chapter's reset ``op`` in place through :func:`zaplib.resets.apply`; the number
+    of entries it changed."""
     if op == "none":
-        return 0
+        return resets.apply("none", model)
     if op == "zap_class":
-        return resets.zap(model.head, [config["zap_class"]], generator=generator)
+        return resets.apply("zap", model, generator, classes=[config["zap_class"]])
     if op == "zap_all":
-        return resets.zap(model.head, None, generator=generator)
+        return resets.apply("zap", model, generator, classes=None)
     if op == "reinit_later":
-        return resets.reinit_layers(model, later_layers(model), generator=generator)
+        return resets.apply("reinit_layers", model, generator, names=later_layers(model))
     if op == "shrink_perturb":
         shrink, perturb = config["shrink_perturb"]
-        return resets.shrink_perturb(model, shrink, perturb, form="fresh", generator=generator)
+        return resets.apply("shrink_perturb", model, generator, shrink=shrink, perturb=perturb,
+                            form="fresh")
     if op == "snip_reinit":
-        return resets.lure_reset(model, snip_batch, reset_fraction=1 - config["snip_keep"],
-                                 generator=generator)
+        return resets.apply("lure", model, generator, batch=snip_batch,
+                            reset_fraction=1 - config["snip_keep"])
     if op == "shift_biases":
-        return resets.shift_biases(model, config["bias_shift"])
+        return resets.apply("shift_biases", model, delta=config["bias_shift"])
     raise ValueError(f"unknown op {op!r}; ops: {OPS}")
 
 
-@experiment(EXPERIMENT, version=1)
+# version 2: seeds from samplers.generator, inits via models.build, data via data.subset (issue 12)
+@experiment(EXPERIMENT, version=2)
 def run(config: dict) -> dict:
     """Train one seed, then every op of :data:`OPS` on a copy. Returns the tables ``training``
     (per epoch), ``resets`` (per op), ``per_class`` (per op × stage × class), ``zap_std`` and
     ``snip`` (per tensor), and the tensor ``heads`` (trained head and two zapped versions)."""
     device = get_device(config.get("device"))
-    ds = data.load(config["dataset"], device)
-    x_train, y_train = ds.x_train[: config["n_train"]], ds.y_train[: config["n_train"]]
-    x_test, y_test = ds.x_test[: config["n_test"]], ds.y_test[: config["n_test"]]
+    ds = data.subset(data.load(config["dataset"], device), n_train=config["n_train"],
+                     n_test=config["n_test"])  # no generator: the first n images, as documented
+    x_train, y_train, x_test, y_test = ds.x_train, ds.y_train, ds.x_test, ds.y_test
     n_retrain = config["retrain_steps"] * config["batch_size"]
     x_retrain, y_retrain = x_train[:n_retrain], y_train[:n_retrain]
     snip_batch = (train.as_float(x_train[:SNIP_BATCH]), y_train[:SNIP_BATCH])
     seed = config["seed"]
 
-    def gen(offset: int) -> torch.Generator:  # one independent stream per use, all from the seed
-        return torch.Generator().manual_seed(1000 * seed + offset)
-
-    model = build(config).to(device)
+    model = models.build(config).to(device)  # model, width and seed are the run's own keys
     model, training = train.train_iid(model, x_train, y_train, epochs=config["train_epochs"],
                                       batch_size=config["batch_size"], optimizer="adam",
-                                      lr=config["lr"], generator=gen(0))
+                                      lr=config["lr"], generator=samplers.generator(seed, "train"))
 
     def measure(net):
         logits = train.predict_logits(net, x_test)
@@ -113,12 +105,12 @@ def run(config: dict) -> dict:
 
     rows, per_class_rows = [], []
     n_params = sum(p.numel() for p in model.parameters())
-    for i, op in enumerate(OPS, start=1):
+    for op in OPS:
         net = copy.deepcopy(model)
-        changed = apply_op(op, net, config, snip_batch, gen(i))
+        changed = apply_op(op, net, config, snip_batch, samplers.generator(seed, "reset", op))
         acc_reset, pc_reset = measure(net)
         train.train_iid(net, x_retrain, y_retrain, epochs=1, batch_size=config["batch_size"],
-                        optimizer="adam", lr=config["lr"], generator=gen(100 + i))
+                        optimizer="adam", lr=config["lr"], generator=samplers.generator(seed, "retrain", op))
         acc_retrained, pc_retrained = measure(net)
         rows.append({"op": op, "entries_changed": changed, "fraction_changed": changed / n_params,
                      "acc_after_reset": acc_reset, "acc_after_retrain": acc_retrained})
@@ -130,9 +122,9 @@ def run(config: dict) -> dict:
     heads = {"trained": model.head.weight.detach().cpu().clone()}
     zap_rows = []
     n_rows, fan_in = model.head.weight.shape
-    for j, mode in enumerate(("row", "official_bug")):
+    for mode in ("row", "official_bug"):
         net = copy.deepcopy(model)
-        resets.zap(net.head, None, fan_in=mode, generator=gen(200 + j))
+        resets.zap(net.head, None, fan_in=mode, generator=samplers.generator(seed, "zap_draw", mode))
         drawn = net.head.weight.detach().cpu().clone()
         heads[mode] = drawn
         fan = fan_in if mode == "row" else n_rows * fan_in
@@ -140,10 +132,10 @@ def run(config: dict) -> dict:
                          "std_expected": math.sqrt(2 / fan), "std_drawn": float(drawn.std()),
                          "mean_drawn": float(drawn.mean()), "std_trained": float(heads["trained"].std())})
 
-    masks = resets.snip_mask(copy.deepcopy(model), snip_batch, keep=config["snip_keep"])
-    snip = pd.DataFrame([{"tensor": name, "entries": int(keep.numel()),
-                          "reset": int((~keep).sum()), "fraction_reset": float((~keep).float().mean())}
-                         for name, keep in masks.items()])
+    masks = resets.snip_mask(copy.deepcopy(model), snip_batch, fraction=1 - config["snip_keep"])
+    snip = pd.DataFrame([{"tensor": name, "entries": int(reset.numel()),
+                          "reset": int(reset.sum()), "fraction_reset": float(reset.float().mean())}
+                         for name, reset in masks.items()])
 
     training.attrs = {}  # tidy frame only: attrs do not survive CSV
     return {
