@@ -16,7 +16,7 @@ ifeq ($(origin ZAPLIB_DATA), undefined)
   endif
 endif
 
-.PHONY: venv test book book-html book-check book-status bench clean-book help
+.PHONY: venv test l2l book book-html book-check book-status bench bench-l2l clean-book help
 
 help:
 	@echo "make book [PROFILE=quick|smoke|paper]  execute chapters and build _build/html"
@@ -24,6 +24,8 @@ help:
 	@echo "make book-check                        load every page of _build/html in headless Chromium"
 	@echo "make book-status                       are the committed notebooks up to date? (exit 1 if not)"
 	@echo "make bench                             speed benchmarks (benchmarks/results/*.json)"
+	@echo "make l2l                               optional: build learn2learn 0.2.0 (tests/test_l2l.py cross-check)"
+	@echo "make bench-l2l                         one meta-ASB step, zaplib against learn2learn"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +37,11 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Optional extra: learn2learn 0.2.0 for the meta-gradient cross-check; needs a patched build
+# (see tools/install_l2l.sh), so it is not a pyproject extra.
+l2l: $(STAMP)
+	tools/install_l2l.sh $(PY)
 
 # quick: chapters execute in place (book/*.ipynb are the committed, executed quick notebooks).
 # Other profiles execute into a staging copy so they never overwrite the committed notebooks.
@@ -49,6 +56,9 @@ book-status: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_core.py
+
+bench-l2l: l2l
+	$(PY) benchmarks/bench_meta_l2l.py
 
 clean-book:
 	rm -rf _build
