@@ -8,7 +8,7 @@ inner steps (lr 0.1) on all parameters of the Omniglot convnet (1000-way head), 
 cross-entropy on the 20 inner images + 64 remember images, differentiated through the whole inner
 loop with respect to the starting weights (second order), then an Adam step on those weights.
 
-- zaplib: :func:`zaplib.meta.meta_gradient` (``torch.func.functional_call`` on a dict of tensors,
+- zaplib: :func:`zaplib.pretraining.meta_gradient` (``torch.func.functional_call`` on a dict of tensors,
   ``torch.autograd.grad(create_graph=True)``), gradients assigned to ``.grad``, Adam step.
 - learn2learn 0.2.0: ``MAML(model, lr, first_order=False)``, ``clone()``, ``adapt()`` per inner
   image (it re-routes module attributes to the updated tensors), ``backward()`` of the outer loss,
@@ -64,7 +64,7 @@ def make_zaplib_step(model, data):
     opt = torch.optim.Adam(model.parameters(), lr=OUTER_LR)
 
     def step():
-        grads, _ = meta.meta_gradient(model, *data, INNER_LR)
+        grads, _ = pretraining.meta_gradient(model, *data, INNER_LR)
         opt.zero_grad(set_to_none=True)
         for name, p in model.named_parameters():
             p.grad = grads[name]
@@ -113,7 +113,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # as zaplib.meta.pretrain_run does
+    torch.set_flush_denormal(True)  # as zaplib.pretraining.pretrain_run does
     data = episode()
     rows = []
     for channels in args.channels:

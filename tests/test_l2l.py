@@ -3,7 +3,7 @@
 
 On one meta-ASB episode (Frati et al. 2023, Alg. 1 line 15: K single-image SGD steps on one class,
 then the outer loss on the K inner images plus "remember" images, differentiated with respect to
-the weights at the start of the inner loop), :func:`zaplib.meta.meta_gradient` must equal the
+the weights at the start of the inner loop), :func:`zaplib.pretraining.meta_gradient` must equal the
 gradient learn2learn's ``MAML.clone()`` / ``adapt()`` gives, parameter by parameter, to 1e-5.
 The comparison is shown to have teeth: learn2learn's *first-order* MAML on the same episode must
 differ by more than that tolerance.
@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zaplib import meta
+from zaplib import pretraining
 from zaplib.models import ANML, OmniglotConvNet
 
 with warnings.catch_warnings():
@@ -103,7 +103,7 @@ def test_meta_asb_meta_gradient_equals_learn2learn_maml(l2l):
     model = OmniglotConvNet(channels=8, num_classes=N_CLASSES).double()
     episode = _episode()
 
-    ours, info = meta.meta_gradient(model, *episode, INNER_LR)
+    ours, info = pretraining.meta_gradient(model, *episode, INNER_LR)
     theirs = _l2l_meta_gradient(l2l, model, *episode, first_order=False)
     theirs_first_order = _l2l_meta_gradient(l2l, model, *episode, first_order=True)
 
@@ -116,19 +116,19 @@ def test_meta_asb_meta_gradient_equals_learn2learn_maml(l2l):
     # Teeth: a silently first-order meta-gradient would be caught by this tolerance.
     assert _max_abs_difference(ours, theirs_first_order) > 100 * TOLERANCE
     # ... and zaplib's own first-order mode is learn2learn's first-order MAML.
-    ours_first_order, _ = meta.meta_gradient(model, *episode, INNER_LR, first_order=True)
+    ours_first_order, _ = pretraining.meta_gradient(model, *episode, INNER_LR, first_order=True)
     assert _max_abs_difference(ours_first_order, theirs_first_order) < TOLERANCE
 
 
 def test_anml_subset_meta_gradient_equals_learn2learn_maml(l2l):
     """ANML adapts the representation net and head in the inner loop, not the neuromodulatory net
-    (``meta.anml_inner_params``); the meta-gradient still reaches every parameter."""
+    (``pretraining.anml_inner_params``); the meta-gradient still reaches every parameter."""
     torch.manual_seed(0)
     model = ANML(channels=4, nm_channels=4, num_classes=N_CLASSES).double()
     episode = _episode(seed=1)
 
-    ours, _ = meta.meta_gradient(model, *episode, INNER_LR, inner_params=meta.anml_inner_params)
-    theirs = _l2l_meta_gradient_subset(l2l, model, *episode, adapted=meta.anml_inner_params)
+    ours, _ = pretraining.meta_gradient(model, *episode, INNER_LR, inner_params=pretraining.anml_inner_params)
+    theirs = _l2l_meta_gradient_subset(l2l, model, *episode, adapted=pretraining.anml_inner_params)
     theirs_all = _l2l_meta_gradient(l2l, model, *episode, first_order=False)
 
     nm_names = [n for n in ours if n.startswith("nm.")]

@@ -312,7 +312,7 @@ def test_editing_a_module_the_notebook_does_not_import_leaves_it_fresh_and_a_tra
 def test_the_books_notebooks_depend_only_on_the_modules_they_reach():
     toolkit = runner.notebook_dependencies(nbformat.read(REPO / "book" / "toolkit.ipynb", as_version=4))
     assert {"zaplib.experiments.toolkit", "zaplib.train", "zaplib.store", "zaplib.runner"} <= set(toolkit)
-    assert not {"zaplib.stream", "zaplib.paths", "zaplib.frozen", "zaplib.meta"} & set(toolkit)
+    assert not {"zaplib.stream", "zaplib.learning_paths", "zaplib.frozen", "zaplib.pretraining"} & set(toolkit)
     lure = runner.notebook_dependencies(nbformat.read(REPO / "book" / "lure.ipynb", as_version=4))
     assert "zaplib.stream" in lure and "zaplib.experiments.toolkit" not in lure
 

@@ -364,7 +364,7 @@ def iid_transfer(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, 
 # ---------------------------------------------------------------------------------------------
 def _pool(config: dict, device):
     """Images of the evaluation-set pool named by ``config['split']`` grouped by class."""
-    from .meta import omniglot_data
+    from .pretraining import omniglot_data
 
     ev = omniglot_data(config.get("split_seed", 0), device).evaluation
     val_classes, report_classes = evaluation_class_split(ev.num_classes, config["val_pool"],
@@ -381,13 +381,13 @@ def transfer_run(config: dict) -> dict:
     """One transfer experiment on one pre-trained model: every (seed, lr) of the config.
 
     Config keys: ``kind`` (probe | unfrozen | iid), ``pretrain`` (the pre-training config, loaded
-    from the store through :func:`zaplib.meta.load_pretrained`), ``split`` (val | report),
+    from the store through :func:`zaplib.pretraining.load_pretrained`), ``split`` (val | report),
     ``val_pool``, ``class_split_seed``, ``classes`` (trajectory length), ``seeds``, ``lrs``,
     ``eval_every`` (probe / unfrozen) or ``epochs``, ``batch_size``, ``evals_per_epoch`` (iid).
     Returns ``curves`` (a tidy frame, see the protocol functions) and ``seconds``.
     """
     from . import get_device
-    from .meta import load_pretrained
+    from .pretraining import load_pretrained
 
     device = get_device(config.get("device"))
     torch.set_flush_denormal(True)

@@ -12,7 +12,7 @@ CHAPTER = Chapter(
         "Learning paths over blur, contrast and shift: pre-train on corrupted images, then train on "
         "clean ones, against a clean-only baseline; interventions A (learning rates), B "
         "(discretising the path, 1-D and 2-D) and C (bias reset), appendix statistics and a "
-        "sharpness probe (zaplib.paths)."
+        "sharpness probe (zaplib.learning_paths)."
     ),
     params={
         "datasets": (list[str], ["cifar10"], "datasets: cifar10 (offline: the JPEG-lossy copy), fashion_mnist, mnist, svhn (`python -m zaplib.data prepare svhn`)"),

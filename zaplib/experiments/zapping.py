@@ -1,6 +1,6 @@
 """Configs of the chapter "Reset it and forget it" (Frati et al. 2023), built from its parameters.
 
-The experiment functions themselves live in :mod:`zaplib.meta` (:func:`~zaplib.meta.pretrain_run`,
+The experiment functions themselves live in :mod:`zaplib.pretraining` (:func:`~zaplib.pretraining.pretrain_run`,
 stored as ``zapping-pretrain``) and :mod:`zaplib.transfer` (:func:`~zaplib.transfer.transfer_run`,
 stored as ``zapping-transfer``); this module only turns the chapter's parameters into their plain
 JSON configs, so that the notebook, the tests and a reader's script build exactly the same runs.
@@ -8,7 +8,7 @@ JSON configs, so that the notebook, the tests and a reader's script build exactl
 from __future__ import annotations
 
 from ..chapters import Chapter
-from ..meta import PRETRAIN_EXPERIMENT, pretrain_run  # noqa: F401  (re-exported for the notebook)
+from ..pretraining import PRETRAIN_EXPERIMENT, pretrain_run  # noqa: F401  (re-exported for the notebook)
 from ..transfer import TRANSFER_EXPERIMENT, run_protocol  # noqa: F401
 
 METHOD_LABELS = {"untrained": "untrained", "iid": "i.i.d.", "asb": "ASB", "meta_asb": "meta-ASB",
@@ -26,7 +26,7 @@ def label(method: str, zap: bool, fan_in: str = "row") -> str:
 
 
 def pretrain_config(params, method: str, zap: bool, seed: int, fan_in: str = "row") -> dict:
-    """The plain config of one pre-training run (keys documented in :func:`zaplib.meta.pretrain_run`)."""
+    """The plain config of one pre-training run (keys documented in :func:`zaplib.pretraining.pretrain_run`)."""
     config = {"method": method, "zap": bool(zap), "seed": int(seed), "channels": params["channels"],
               "head_outputs": 1000, "split_seed": 0, "zap_bias": "zero"}
     if method == "untrained":
@@ -123,7 +123,7 @@ CHAPTER = Chapter(
         "Pre-trains the Omniglot convnet with i.i.d., ASB, meta-ASB (second order) and ANML, each "
         "with and without zapping, then transfers to unseen classes: sequential linear probe "
         "(Alg. 2), unfrozen sequential (App. H) and i.i.d. fine-tuning (Alg. 3), with learning "
-        "rates chosen on held-apart classes (zaplib.meta, zaplib.transfer, "
+        "rates chosen on held-apart classes (zaplib.pretraining, zaplib.transfer, "
         "zaplib.experiments.zapping)."
     ),
     params={

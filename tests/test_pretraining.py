@@ -1,4 +1,4 @@
-"""Tests of zaplib.meta: the meta-gradient is truly second order, the ASB sampler draws what Alg. 1
+"""Tests of zaplib.pretraining: the meta-gradient is truly second order, the ASB sampler draws what Alg. 1
 says, zapping happens before the inner loop and touches only that class's row, and i.i.d. zapping
 follows its cadence."""
 import math
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zaplib import meta
+from zaplib import pretraining
 from zaplib.models import ANML, OmniglotConvNet
 
 
@@ -40,9 +40,9 @@ def _directional_check(model, inner_params=None, lr=0.5):
     inner_y = torch.full((3,), 2)
     outer_x = torch.rand(6, 1, 28, 28, generator=g, dtype=torch.float64)
     outer_y = torch.tensor([2, 0, 1, 3, 4, 2])
-    grads, _ = meta.meta_gradient(model, inner_x, inner_y, outer_x, outer_y, lr,
+    grads, _ = pretraining.meta_gradient(model, inner_x, inner_y, outer_x, outer_y, lr,
                                   inner_params=inner_params)
-    grads_fo, _ = meta.meta_gradient(model, inner_x, inner_y, outer_x, outer_y, lr, first_order=True,
+    grads_fo, _ = pretraining.meta_gradient(model, inner_x, inner_y, outer_x, outer_y, lr, first_order=True,
                                      inner_params=inner_params)
     params = {n: p.detach() for n, p in model.named_parameters()}
     inner_names = [n for n in params if inner_params is None or inner_params(n)]
@@ -68,7 +68,7 @@ def test_meta_gradient_matches_finite_differences_and_is_not_first_order():
 def test_anml_meta_gradient_with_inner_subset_matches_finite_differences():
     torch.manual_seed(0)
     model = ANML(channels=2, nm_channels=2, num_classes=5).double()
-    fd, analytic, first_order = _directional_check(model, inner_params=meta.anml_inner_params)
+    fd, analytic, first_order = _directional_check(model, inner_params=pretraining.anml_inner_params)
     assert analytic == pytest.approx(fd, rel=1e-4, abs=1e-7)
     assert abs(first_order - fd) > 100 * abs(analytic - fd) + 1e-4
 
@@ -79,7 +79,7 @@ def _toy_labels(n_classes=7, per_class=15):
 
 def test_asb_sampler_shapes_and_composition(gen):
     y = _toy_labels()
-    sampler = meta.ASBSampler(y, K=20, R=64, generator=gen)
+    sampler = pretraining.ASBSampler(y, K=20, R=64, generator=gen)
     counts_remember = torch.zeros(7)
     inner_repeats = 0
     for _ in range(300):
@@ -101,14 +101,14 @@ def test_zap_happens_before_the_inner_loop_and_changes_only_that_row(gen, monkey
     x = torch.randint(0, 256, (len(y), 1, 28, 28), dtype=torch.uint8, generator=gen)
     events = []
     model.register_forward_hook(lambda *args: events.append("forward"))
-    original_zap = meta.resets.zap
-    monkeypatch.setattr(meta.resets, "zap", lambda *a, **k: (events.append("zap"), original_zap(*a, **k))[1])
+    original_zap = pretraining.resets.zap
+    monkeypatch.setattr(pretraining.resets, "zap", lambda *a, **k: (events.append("zap"), original_zap(*a, **k))[1])
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     # lr 0 inner and outer: the zap is the only change
-    meta.pretrain_asb(model, x, y, episodes=1, inner_lr=0.0, outer_lr=0.0, K=5, R=3, zap=True,
+    pretraining.pretrain_asb(model, x, y, episodes=1, inner_lr=0.0, outer_lr=0.0, K=5, R=3, zap=True,
                       generator=torch.Generator().manual_seed(3))
     assert events == ["zap"] + ["forward"] * 6  # zap, then 5 inner steps, then the outer batch
-    cls = meta.ASBSampler(y, K=5, R=3, generator=torch.Generator().manual_seed(3)).sample().cls
+    cls = pretraining.ASBSampler(y, K=5, R=3, generator=torch.Generator().manual_seed(3)).sample().cls
     changed_rows = (model.head.weight != before["head.weight"]).any(1).nonzero().flatten().tolist()
     assert changed_rows == [cls]
     for name, p in model.named_parameters():
@@ -125,13 +125,13 @@ def test_no_zap_and_zap_row_std(gen):
     y = _toy_labels()
     x = torch.randint(0, 256, (len(y), 1, 28, 28), dtype=torch.uint8, generator=gen)
     before = model.head.weight.detach().clone()
-    meta.pretrain_asb(model, x, y, episodes=2, inner_lr=0.0, outer_lr=0.0, K=2, R=2, zap=False,
+    pretraining.pretrain_asb(model, x, y, episodes=2, inner_lr=0.0, outer_lr=0.0, K=2, R=2, zap=False,
                       generator=gen)
     assert torch.equal(model.head.weight, before)
     wide = nn.Linear(2304, 1000)
     wide_model = nn.Module()
     wide_model.head = wide
-    meta.zap_class(wide_model, None, generator=gen)
+    pretraining.zap_class(wide_model, None, generator=gen)
     assert float(wide.weight.detach().std()) == pytest.approx(math.sqrt(2 / 2304), rel=0.02)  # ≈ 0.0295
 
 
@@ -145,7 +145,7 @@ def test_pretrain_asb_learns_a_tiny_task(gen, is_meta):
     for c in range(3):  # each class a bright band at a different height
         x[y == c, :, 4 + 8 * c : 10 + 8 * c, :] = 255
     before = F.cross_entropy(model(x.float() / 255), y).item()
-    _, records = meta.pretrain_asb(model, x, y, episodes=30, inner_lr=0.03, outer_lr=3e-3, K=4,
+    _, records = pretraining.pretrain_asb(model, x, y, episodes=30, inner_lr=0.03, outer_lr=3e-3, K=4,
                                    R=8, zap=False, meta=is_meta, generator=gen, record_every=10)
     assert list(records["episode"]) == [10, 20, 30]
     after = F.cross_entropy(model(x.float() / 255), y).item()
@@ -157,12 +157,12 @@ def test_pretrain_iid_zap_cadence_and_official_bug(gen):
     model = OmniglotConvNet(channels=4, num_classes=50)
     y = torch.arange(50).repeat(2)
     x = torch.randint(0, 256, (100, 1, 28, 28), dtype=torch.uint8, generator=gen)
-    _, records = meta.pretrain_iid(model, x, y, epochs=5, batch_size=50, lr=0.0, zap_every=2,
+    _, records = pretraining.pretrain_iid(model, x, y, epochs=5, batch_size=50, lr=0.0, zap_every=2,
                                    generator=gen)
     assert records["zapped"].tolist() == [False, False, True, False, True]  # epochs 3 and 5
     D = model.feature_dim
     assert float(model.head.weight.detach().std()) == pytest.approx(math.sqrt(2 / D), rel=0.05)
-    meta.pretrain_iid(model, x, y, epochs=2, batch_size=50, lr=0.0, zap_every=1,
+    pretraining.pretrain_iid(model, x, y, epochs=2, batch_size=50, lr=0.0, zap_every=1,
                       zap_fan_in="official_bug", generator=gen)
     # the official i.i.d. path draws all rows with fan-in rows × D: ~√50 ≈ 7× too small here
     assert float(model.head.weight.detach().std()) == pytest.approx(math.sqrt(2 / (50 * D)), rel=0.05)

@@ -1,4 +1,4 @@
-"""Learning paths (zaplib.paths): construction, discretisation, bias-reset placement, the early-stopping
+"""Learning paths (zaplib.learning_paths): construction, discretisation, bias-reset placement, the early-stopping
 budget, the prefix memo and the appendix statistics, on a tiny synthetic dataset."""
 
 import numpy as np
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-import zaplib.paths as P
+import zaplib.learning_paths as P
 from zaplib import data, models
 
 # ----------------------------------------------------------------------------- tiny data
