@@ -327,3 +327,45 @@ def test_no_library_module_imports_the_runner():
         if "zaplib.runner" in imported and module not in ("zaplib.runner", "zaplib.__main__"):
             importers.append(module)
     assert importers == []
+
+
+# ----------------------------------------------------------------------------- value ranges
+
+RANGED = Chapter(
+    name="ranged", notebook="x.ipynb",
+    params={"lr": (float, 0.1, "rate", None, "> 0"), "keep": (float, 0.8, "fraction", None, "[0, 1]"),
+            "size": (int, 4, "a size", None, "> 0"), "count": (int, 2, "a count"),
+            "shift": (float, -0.5, "may be negative"), "lrs": (list[float], [0.1], "grid", None, "> 0"),
+            "milestones": (list[int], [], "may be empty")},
+    profiles={p: {} for p in PROFILES},
+)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("lr", "nan", "must be a finite number"), ("lr", "inf", "must be a finite number"),
+    ("lr", "0", "must be > 0"), ("keep", "1.5", "must be [0, 1]"), ("keep", "-0.1", "must be [0, 1]"),
+    ("size", "0", "must be > 0"), ("count", "-1", "must be >= 0"), ("lrs", "0.1,-1", "must be > 0, item by item"),
+    ("lrs", "", "must not be empty"), ("shift", "nan", "must be a finite number"),
+])
+def test_out_of_range_values_fail_before_anything_runs_naming_the_constraint(name, value, message):
+    with pytest.raises(ParameterError, match=re.escape(f"parameter {name!r} {message}")):
+        resolve_params(RANGED, {name: value})
+
+
+def test_in_range_values_pass_including_empty_lists_the_chapter_itself_uses():
+    values = resolve_params(RANGED, {"keep": "1", "shift": "-3", "count": "0", "milestones": ""})
+    assert values["keep"] == 1.0 and values["shift"] == -3.0 and values["count"] == 0
+    assert values["milestones"] == []
+
+
+def test_every_profile_of_every_chapter_is_within_its_declared_ranges():
+    for chapter in REGISTRY.values():
+        for profile in chapter.profiles:
+            resolve_params(chapter, profile=profile)
+
+
+def test_cli_rejects_out_of_range_values_with_exit_2_before_running():
+    for args, message in ((("-p", "lr", "nan"), "'lr' must be a finite number"),
+                          (("-p", "width", "-5"), "'width' must be")):
+        done = _zaplib("run", "toolkit", *args)
+        assert done.returncode == 2 and message in done.stderr

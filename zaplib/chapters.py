@@ -30,12 +30,19 @@ DEFAULT_PROFILE = "quick"
 
 class Param(NamedTuple):
     """One chapter parameter: its type, its default (used when no profile changes it), what it means,
-    and optionally the values it may take."""
+    optionally the values it may take, and the range its numbers must lie in.
+
+    ``bounds`` is an interval checked on a number or on every item of a list or tuple, written as a
+    reader would: ``"> 0"``, ``">= 0"``, ``"[0, 1]"``, ``"(0, 1]"``, ``"[0, 1)"``, ``"(0, 1)"``. Without
+    it, integers must be ``>= 0`` (sizes, counts, seeds) and floats finite. ``empty`` says whether a
+    list may be empty; by default only when an empty list is its default or a profile's value."""
 
     type: Any
     default: Any
     help: str = ""
     choices: tuple | None = None
+    bounds: str | None = None
+    empty: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -53,8 +60,14 @@ class Chapter:
     experiments: tuple[str, ...] = ()
 
     def __post_init__(self):
-        # Plain tuples are accepted for brevity: (type, default, help[, choices]).
-        object.__setattr__(self, "params", {k: Param(*v) for k, v in self.params.items()})
+        # Plain tuples are accepted for brevity: (type, default, help[, choices[, bounds]]).
+        params = {k: Param(*v) for k, v in self.params.items()}
+        for name, param in params.items():
+            if param.empty is None:  # a list may be empty where the chapter itself uses an empty one
+                declared = [param.default] + [values[name] for values in self.profiles.values() if name in values]
+                empty = any(isinstance(v, (list, tuple)) and len(v) == 0 for v in declared)
+                params[name] = param._replace(empty=empty)
+        object.__setattr__(self, "params", params)
         if "profile" in self.params:
             raise ValueError(f"chapter {self.name!r}: 'profile' is implicit, do not declare it")
         missing = [p for p in PROFILES if p not in self.profiles]

@@ -29,8 +29,10 @@ import ast
 import contextlib
 import functools
 import hashlib
+import math
 import numbers
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -119,11 +121,55 @@ def coerce_value(value, tp):
     return list(items) if origin is list else tuple(items)
 
 
+_BOUNDS = re.compile(r"^\s*(?:(>=|>|<=|<)\s*(\S+)|([\[(])\s*([^,]+),\s*([^\])]+)([\])]))\s*$")
+
+
+def _bounds(param) -> str | None:
+    """The interval a parameter's numbers must lie in: its declared ``bounds``, else ``>= 0`` for
+    integers (sizes, counts and seeds are never negative); floats only need to be finite."""
+    if param.bounds is not None:
+        return param.bounds
+    base = typing.get_args(param.type)[0] if typing.get_origin(param.type) in (list, tuple) else param.type
+    return ">= 0" if base is int else None
+
+
+def _within(number, bounds: str) -> bool:
+    match = _BOUNDS.match(bounds)
+    if match is None:
+        raise ValueError(f"unreadable bounds {bounds!r}; write e.g. '> 0', '>= 0', '[0, 1]' or '(0, 1]'")
+    op, limit, opening, low, high, closing = match.groups()
+    if op is not None:
+        limit = float(limit)
+        return {">": number > limit, ">=": number >= limit, "<": number < limit, "<=": number <= limit}[op]
+    low, high = float(low), float(high)
+    above = number >= low if opening == "[" else number > low
+    below = number <= high if closing == "]" else number < high
+    return above and below
+
+
+def _out_of_range(param, value) -> str | None:
+    """Why ``value`` (already of the declared type) is out of range, or None when it is fine."""
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if isinstance(value, (list, tuple)) and not items and not param.empty:
+        return "must not be empty"
+    bounds = _bounds(param)
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, numbers.Real):
+            continue
+        if isinstance(item, float) and not math.isfinite(item):
+            return f"must be a finite number, got {item!r}"
+        if bounds is not None and not _within(item, bounds):
+            return f"must be {bounds}" + (", item by item" if isinstance(value, (list, tuple)) else "") + f", got {item!r}"
+    return None
+
+
 def describe_params(chapter: Chapter) -> str:
     """One line per parameter: name, type, quick default, help — used in every error message."""
     lines = [f"  profile: str, one of {', '.join(chapter.profiles)} (default {DEFAULT_PROFILE!r})"]
     for name, param in chapter.params.items():
         choices = f", one of {', '.join(map(str, param.choices))}" if param.choices else ""
+        bounds = _bounds(param)
+        choices += f", {bounds}" if bounds else ""
         default = chapter.profiles.get(DEFAULT_PROFILE, {}).get(name, param.default)
         lines.append(f"  {name}: {type_name(param.type)}{choices} (default {default!r}) — {param.help}")
     return "\n".join(lines)
@@ -143,6 +189,9 @@ def _checked(chapter: Chapter, name: str, value):
         raise _error(chapter, f"parameter {name!r} expects {type_name(param.type)}, got {value!r} ({exc})")
     if param.choices is not None and value not in param.choices:
         raise _error(chapter, f"parameter {name!r} must be one of {list(param.choices)}, got {value!r}")
+    problem = _out_of_range(param, value)
+    if problem is not None:
+        raise _error(chapter, f"parameter {name!r} {problem}")
     return value
 
 
