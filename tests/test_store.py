@@ -325,3 +325,18 @@ def test_published_profiles_compute_only_from_a_committed_tree(tmp_path, monkeyp
     monkeypatch.delenv("ZAPLIB_ALLOW_DIRTY")
     run = Store(tmp_path / "results", profile="long").run("demo", {"x": 4}, square)
     assert run.meta["git_dirty"] is False and run.meta["git_commit"] == state()[0]
+
+
+def test_sweep_reports_progress_through_the_runner_channel_not_a_bar(tmp_path, monkeypatch, capsys):
+    channel = tmp_path / "progress.jsonl"
+    monkeypatch.setenv("ZAPLIB_PROGRESS", str(channel))
+    store = Store(tmp_path / "results")
+    sweep(square, [{"x": 1}, {"x": 2}], store=store, experiment="demo")
+    sweep(square, [{"x": 1}, {"x": 2}, {"x": 3}], store=store, experiment="demo")
+    records = [json.loads(line) for line in channel.read_text().splitlines()]
+    assert [(r["done"], r["total"]) for r in records] == [(0, 2), (1, 2), (2, 2), (2, 3), (3, 3)]
+    assert records[1]["eta_s"] is not None and records[0]["eta_s"] is None
+    assert "demo" not in capsys.readouterr().err  # no tqdm bar: it would land in the notebook
+    from zaplib.store import progress_line
+    assert progress_line(records[-1]) == "demo: 3/3 runs, done"
+    assert progress_line({"experiment": "e", "done": 1, "total": 4, "eta_s": 150}) == "e: 1/4 runs, ETA 2.5 min"

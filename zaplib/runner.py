@@ -29,6 +29,7 @@ import ast
 import contextlib
 import functools
 import hashlib
+import json
 import math
 import numbers
 import os
@@ -37,13 +38,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import typing
 from pathlib import Path
 from typing import Iterable
 
 from .chapters import DEFAULT_PROFILE, REGISTRY, Chapter, get_chapter
 from .report import CLAIMS_FOLDER
-from .store import PACKAGE_DIR, Store, config_hash, project_root
+from .store import PACKAGE_DIR, Store, config_hash, progress_line, project_root
 # the notebooks still call these through the runner (runner.sweep, runner.make_executor)
 from .store import make_executor, sweep  # noqa: F401
 
@@ -299,14 +301,16 @@ def run_chapter(
     partial = target.with_name(f".{target.stem}.tmp-{os.getpid()}.ipynb")
     import papermill  # imported here: ~1 s, and `python -m zaplib list` should not pay it
 
+    channel = Path(tempfile.mkstemp(prefix=f"zaplib-progress-{chapter.name}-", suffix=".jsonl")[1])
     env = dict(
         ZAPLIB_RESULTS=str(Store().root),
         ZAPLIB_FORCE="1" if force else None,
         ZAPLIB_SCHEDULER=scheduler,
         ZAPLIB_WORKERS=workers,
+        ZAPLIB_PROGRESS=str(channel) if progress else None,
     )
     try:
-        with _environment(**env):
+        with _environment(**env), _showing_sweeps(channel, enabled=progress):
             papermill.execute_notebook(
                 str(notebook), str(partial), parameters=parameters, kernel_name="python3",
                 cwd=str(notebook.parent), progress_bar=progress,
@@ -325,6 +329,44 @@ def run_chapter(
     nbformat.write(executed, partial)
     os.replace(partial, target)
     return target
+
+
+@contextlib.contextmanager
+def _showing_sweeps(channel: Path, enabled: bool = True, interval: float = 1.0):
+    """While the notebook runs, print its sweeps' progress (runs done / total and an ETA, written by
+    :func:`zaplib.store.sweep` to ``channel``) on this terminal, one line per change."""
+    stop = threading.Event()
+
+    def tail():
+        seen = 0
+        while True:
+            finished = stop.wait(interval)
+            try:
+                lines = channel.read_text(encoding="utf-8").splitlines()
+            except OSError:
+                lines = []
+            for line in lines[seen:]:
+                try:
+                    text = progress_line(json.loads(line))
+                    # papermill's cell bar leaves the cursor at the end of its line: start a new one
+                    lead = "\n" if sys.stderr.isatty() else ""
+                    print(f"{lead}zaplib: {text}", file=sys.stderr, flush=True)
+                except (ValueError, KeyError):
+                    break  # a line being written right now: read it again next time
+                seen += 1
+            if finished:
+                return
+
+    thread = threading.Thread(target=tail, daemon=True) if enabled else None
+    if thread is not None:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join()
+        channel.unlink(missing_ok=True)
 
 
 def _relative_papermill_paths(executed, notebook: Path, target: Path, root: Path) -> None:

@@ -563,9 +563,14 @@ def sweep(fn: Callable[[dict], dict], configs: Iterable[dict], executor: cf.Exec
             results[i] = outcome
         bar.update(len(positions))
 
-    bar = tqdm(total=len(configs), initial=len(configs) - sum(map(len, todo.values())),
-               desc=experiment or getattr(fn, "__name__", "sweep"), disable=not progress,
-               file=sys.stderr, mininterval=1.0)
+    name = experiment or getattr(fn, "__name__", "sweep")
+    initial = len(configs) - sum(map(len, todo.values()))
+    channel = os.environ.get(PROGRESS_ENV)
+    # Inside a notebook executed by the runner, progress goes to the runner's terminal through a
+    # side channel (a file it tails); a bar printed here would land in the committed notebook.
+    bar = (_ChannelProgress(channel, name, len(configs), initial) if channel else
+           tqdm(total=len(configs), initial=initial, desc=name, disable=not progress, file=sys.stderr,
+                mininterval=1.0))
     owned = executor is None
     executor = make_executor() if owned and todo else executor
     try:
@@ -590,6 +595,48 @@ def sweep(fn: Callable[[dict], dict], configs: Iterable[dict], executor: cf.Exec
         if owned and executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
     return results
+
+
+#: Environment variable naming a file where sweeps report their progress (set by the runner).
+PROGRESS_ENV = "ZAPLIB_PROGRESS"
+
+
+class _ChannelProgress:
+    """The part of a tqdm bar a sweep uses (``update``, ``close``), written as one JSON line per
+    change to the file ``path``: experiment, runs done / total, and an ETA from this sweep's rate."""
+
+    def __init__(self, path: str, name: str, total: int, initial: int):
+        self.path, self.name, self.total, self.done, self.start = path, name, total, initial, initial
+        self.tic = time.perf_counter()
+        self._write()
+
+    def _write(self):
+        computed, elapsed = self.done - self.start, time.perf_counter() - self.tic
+        remaining = self.total - self.done
+        eta = elapsed / computed * remaining if computed else None
+        line = json.dumps({"experiment": self.name, "done": self.done, "total": self.total,
+                           "eta_s": eta, "elapsed_s": elapsed})
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+    def update(self, n: int = 1):
+        self.done += n
+        self._write()
+
+    def close(self):
+        pass
+
+
+def progress_line(record: dict) -> str:
+    """``zapping-pretrain: 12/40 runs, ETA 3.2 min`` from a line of the progress channel."""
+    eta = record.get("eta_s")
+    if record["done"] >= record["total"]:
+        tail = "done"
+    elif eta is None:
+        tail = "ETA after the first run"
+    else:
+        tail = f"ETA {eta / 60:.1f} min" if eta >= 60 else f"ETA {eta:.0f} s"
+    return f"{record['experiment']}: {record['done']}/{record['total']} runs, {tail}"
 
 
 @contextlib.contextmanager
