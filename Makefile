@@ -1,9 +1,9 @@
 # The Reset Book: two commands do everything on a fresh machine.
-#   make book   execute every chapter (profile quick, reusing stored results) and build _build/html
+#   make book   bring every published chapter up to date (reusing stored results) and build _build/html
 #   make test   run the test suite
 # Both create or refresh .venv from pyproject.toml first.
 
-PROFILE ?= quick
+PROFILE ?= published
 PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
@@ -19,7 +19,8 @@ endif
 .PHONY: venv test l2l book book-html book-check book-status bench bench-l2l clean-book help
 
 help:
-	@echo "make book [PROFILE=quick|smoke|paper]  execute chapters and build _build/html"
+	@echo "make book [PROFILE=smoke|quick|long|paper]  re-execute stale published chapters and build _build/html"
+	@echo "                                       (a named PROFILE builds a staging copy in _build/PROFILE)"
 	@echo "make test                              run the tests"
 	@echo "make book-check                        load every page of _build/html in headless Chromium"
 	@echo "make book-status                       are the committed notebooks up to date? (exit 1 if not)"
@@ -43,13 +44,14 @@ test: $(STAMP)
 l2l: $(STAMP)
 	tools/install_l2l.sh $(PY)
 
-# quick: chapters execute in place (book/*.ipynb are the committed, executed quick notebooks).
-# Other profiles execute into a staging copy so they never overwrite the committed notebooks.
+# published (default): each chapter at the profile the book publishes (long where it has one, else
+# quick), in place: book/*.ipynb are the committed, executed notebooks. A named profile executes into a
+# staging copy (_build/PROFILE) so it never overwrites the published notebooks.
 book: $(STAMP)
 	$(PY) -m zaplib book --profile $(PROFILE)
 
 book-check: $(STAMP)
-	$(PY) tools/check_book_html.py $(if $(filter quick,$(PROFILE)),_build/html,_build/$(PROFILE)/_build/html)
+	$(PY) tools/check_book_html.py $(if $(filter published,$(PROFILE)),_build/html,_build/$(PROFILE)/_build/html)
 
 book-status: $(STAMP)
 	$(PY) -m zaplib status

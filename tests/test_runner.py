@@ -12,7 +12,7 @@ import nbformat
 import pytest
 
 from zaplib import runner
-from zaplib.chapters import PROFILES, REGISTRY, Chapter
+from zaplib.chapters import PROFILES, REGISTRY, REQUIRED_PROFILES, Chapter
 from zaplib.runner import ParameterError, resolve_params
 from zaplib.store import Store, experiment
 
@@ -94,8 +94,8 @@ def test_notebook_params_fills_none_from_the_profile_and_checks_the_rest():
 
 def test_every_registered_chapter_resolves_all_profiles_and_has_a_parameters_cell():
     for chapter in REGISTRY.values():
-        assert set(PROFILES) <= set(chapter.profiles)
-        for profile in PROFILES:
+        assert set(REQUIRED_PROFILES) <= set(chapter.profiles) <= set(PROFILES)
+        for profile in chapter.profiles:
             resolve_params(chapter, profile=profile)  # every profile value fits its type
         path = REPO / chapter.notebook
         assert path.exists(), f"chapter {chapter.name!r} is registered but {chapter.notebook} does not exist"
@@ -231,7 +231,7 @@ def test_book_skips_a_chapter_only_while_its_fingerprint_holds(tmp_path, monkeyp
                         lambda *a, **k: executions.append(1) or real_execute(*a, **k))
 
     def book(**kw):
-        runner.build_book("quick", registry=registry, root=tmp_path, build=False, **kw)
+        runner.build_book("published", registry=registry, root=tmp_path, build=False, **kw)  # in place
         return len(executions)
 
     assert book() == 1                                   # never executed: runs
@@ -337,7 +337,7 @@ RANGED = Chapter(
             "size": (int, 4, "a size", None, "> 0"), "count": (int, 2, "a count"),
             "shift": (float, -0.5, "may be negative"), "lrs": (list[float], [0.1], "grid", None, "> 0"),
             "milestones": (list[int], [], "may be empty")},
-    profiles={p: {} for p in PROFILES},
+    profiles={p: {} for p in REQUIRED_PROFILES},
 )
 
 
@@ -369,3 +369,16 @@ def test_cli_rejects_out_of_range_values_with_exit_2_before_running():
                           (("-p", "width", "-5"), "'width' must be")):
         done = _zaplib("run", "toolkit", *args)
         assert done.returncode == 2 and message in done.stderr
+
+
+def test_the_book_publishes_long_where_a_chapter_has_it_and_quick_elsewhere():
+    from zaplib.chapters import published_profile
+
+    with_long = Chapter("a", "a.ipynb", TINY.params, {**TINY.profiles, "long": {"n": 7}})
+    assert published_profile(with_long) == "long" and published_profile(TINY) == "quick"
+    assert runner.chapter_profile(with_long, "published") == "long"
+    assert runner.chapter_profile(TINY, "long") == "quick"       # no long yet: a long book shows quick
+    assert runner.chapter_profile(TINY, "smoke") == "smoke"
+    assert resolve_params(with_long)["profile"] == "long"       # `run` without --profile publishes
+    with pytest.raises(ValueError, match="unknown profile 'huge'"):
+        Chapter("b", "b.ipynb", TINY.params, {**TINY.profiles, "huge": {}})

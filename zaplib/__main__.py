@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .chapters import DEFAULT_PROFILE, PROFILES, REGISTRY
+from .chapters import PROFILES, PUBLISHED, REGISTRY
 from . import runner
 from .runner import ParameterError, describe_params, resolve_params, type_name
 
@@ -23,9 +23,10 @@ from .runner import ParameterError, describe_params, resolve_params, type_name
 def _list(args) -> int:
     for chapter in REGISTRY.values():
         print(f"{chapter.name} — {chapter.title}  ({chapter.notebook})")
-        rows = [("parameter", "type", *PROFILES, "meaning")]
+        profiles = [p for p in PROFILES if p in chapter.profiles]
+        rows = [("parameter", "type", *profiles, "meaning")]
         for name, param in chapter.params.items():
-            values = [resolve_params(chapter, profile=p)[name] for p in PROFILES]
+            values = [resolve_params(chapter, profile=p)[name] for p in profiles]
             shown = [",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for v in values]
             choices = f" (one of {', '.join(param.choices)})" if param.choices else ""
             rows.append((name, type_name(param.type), *shown, param.help + choices))
@@ -94,9 +95,10 @@ def main(argv=None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="chapters, their parameters, types and profiles")
 
-    def execution_options(sub):
-        sub.add_argument("--profile", choices=PROFILES, default=None,
-                         help=f"named parameter set (default {DEFAULT_PROFILE})")
+    def execution_options(sub, profiles=PROFILES):
+        sub.add_argument("--profile", choices=profiles, default=None,
+                         help="named parameter set (default: the profile the book publishes for the "
+                              "chapter, long where it has one, else quick)")
         sub.add_argument("--force", action="store_true", help="recompute stored runs")
         sub.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler for sweeps (or $ZAPLIB_SCHEDULER)")
         sub.add_argument("--workers", type=int, metavar="N", help="local processes for sweeps (or $ZAPLIB_WORKERS)")
@@ -110,14 +112,14 @@ def main(argv=None) -> int:
     run.add_argument("-q", "--quiet", action="store_true", help="no cell progress bar")
 
     book = commands.add_parser("book", help="run every chapter, then build the HTML with jupyter-book")
-    execution_options(book)
+    execution_options(book, profiles=(PUBLISHED, *PROFILES))
 
     status = commands.add_parser("status", help="is each chapter's notebook up to date (exit 1 if not)?")
-    status.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE)
+    status.add_argument("--profile", choices=(*PROFILES, PUBLISHED), default=PUBLISHED)
 
     args = parser.parse_args(argv)
     if getattr(args, "profile", None) is None and args.command == "book":
-        args.profile = DEFAULT_PROFILE
+        args.profile = PUBLISHED
     return {"list": _list, "run": _run, "book": _book, "status": _status}[args.command](args)
 
 

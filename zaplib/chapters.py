@@ -5,8 +5,12 @@ A chapter is a notebook in ``book/`` with a cell tagged ``parameters`` plus one 
 every parameter with its type, default and meaning, and the named profiles:
 
 - ``smoke``: seconds per chapter; proves the notebook runs end to end (CI, ``make book PROFILE=smoke``);
-- ``quick``: minutes on 2 CPU cores; what the committed book shows;
+- ``quick``: ≤ 12 minutes a chapter on 2 CPU cores, cold; re-execution and teaching;
+- ``long`` (optional until a chapter's regime is defined): ≤ 3 hours a chapter on 2 CPU cores, cold,
+  computed in resumable chunks (``python -m zaplib compute``); what the book publishes;
 - ``paper``: the scale of the paper the chapter reproduces (hours, a GPU or a cluster).
+
+The book publishes each chapter at :func:`published_profile`: ``long`` where it exists, else ``quick``.
 
 A profile lists only the parameters it changes from the defaults; explicit parameters
 (``python -m zaplib run CHAPTER -p NAME VALUE``) override the profile. ``profile`` itself is a
@@ -24,8 +28,13 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-PROFILES = ("smoke", "quick", "paper")
+PROFILES = ("smoke", "quick", "long", "paper")
+#: every chapter declares these; ``long`` is added by a chapter once its regime is defined, and until
+#: then the book publishes the chapter at ``quick``
+REQUIRED_PROFILES = ("smoke", "quick", "paper")
 DEFAULT_PROFILE = "quick"
+#: the book's own profile: every chapter at its :attr:`Chapter.published_profile`
+PUBLISHED = "published"
 
 
 class Param(NamedTuple):
@@ -70,10 +79,12 @@ class Chapter:
         object.__setattr__(self, "params", params)
         if "profile" in self.params:
             raise ValueError(f"chapter {self.name!r}: 'profile' is implicit, do not declare it")
-        missing = [p for p in PROFILES if p not in self.profiles]
+        missing = [p for p in REQUIRED_PROFILES if p not in self.profiles]
         if missing:
             raise ValueError(f"chapter {self.name!r} lacks the profiles {missing}")
         for profile, values in self.profiles.items():
+            if profile not in PROFILES:
+                raise ValueError(f"chapter {self.name!r}: unknown profile {profile!r}; profiles: {PROFILES}")
             unknown = sorted(set(values) - set(self.params))
             if unknown:
                 raise ValueError(
@@ -88,6 +99,11 @@ class Chapter:
 
 CHAPTER_MODULES = ("intro", "toolkit", "zapping", "negative_pretraining", "lure", "frozen_weights")
 _registry: dict[str, Chapter] | None = None
+
+
+def published_profile(chapter: Chapter) -> str:
+    """The profile the book publishes for ``chapter``: ``long`` once the chapter has one, else ``quick``."""
+    return "long" if "long" in chapter.profiles else DEFAULT_PROFILE
 
 
 def load_registry() -> dict[str, Chapter]:

@@ -43,7 +43,7 @@ import typing
 from pathlib import Path
 from typing import Iterable
 
-from .chapters import DEFAULT_PROFILE, REGISTRY, Chapter, get_chapter
+from .chapters import DEFAULT_PROFILE, PUBLISHED, REGISTRY, Chapter, get_chapter, published_profile
 from .report import CLAIMS_FOLDER
 from .store import PACKAGE_DIR, Store, config_hash, progress_line, project_root
 # the notebooks still call these through the runner (runner.sweep, runner.make_executor)
@@ -167,12 +167,13 @@ def _out_of_range(param, value) -> str | None:
 
 def describe_params(chapter: Chapter) -> str:
     """One line per parameter: name, type, quick default, help — used in every error message."""
-    lines = [f"  profile: str, one of {', '.join(chapter.profiles)} (default {DEFAULT_PROFILE!r})"]
+    shown = published_profile(chapter)
+    lines = [f"  profile: str, one of {', '.join(chapter.profiles)} (default {shown!r})"]
     for name, param in chapter.params.items():
         choices = f", one of {', '.join(map(str, param.choices))}" if param.choices else ""
         bounds = _bounds(param)
         choices += f", {bounds}" if bounds else ""
-        default = chapter.profiles.get(DEFAULT_PROFILE, {}).get(name, param.default)
+        default = chapter.profiles.get(shown, {}).get(name, param.default)
         lines.append(f"  {name}: {type_name(param.type)}{choices} (default {default!r}) — {param.help}")
     return "\n".join(lines)
 
@@ -205,7 +206,7 @@ def resolve_params(chapter: Chapter | str, values: dict | None = None, profile: 
     unknown name or a bad value, listing the valid names and types."""
     chapter = get_chapter(chapter) if isinstance(chapter, str) else chapter
     values = dict(values or {})
-    profile = values.pop("profile", None) or profile or DEFAULT_PROFILE
+    profile = values.pop("profile", None) or profile or published_profile(chapter)
     if profile not in chapter.profiles:
         raise _error(chapter, f"unknown profile {profile!r}; profiles: {', '.join(chapter.profiles)}")
     unknown = [name for name in values if name not in chapter.params]
@@ -325,7 +326,7 @@ def run_chapter(
 
     executed = nbformat.read(partial, as_version=4)
     _relative_papermill_paths(executed, notebook, target, root)
-    _record_fingerprint(executed, chapter, parameters, profile or DEFAULT_PROFILE)
+    _record_fingerprint(executed, chapter, parameters, parameters["profile"])
     nbformat.write(executed, partial)
     os.replace(partial, target)
     return target
@@ -554,6 +555,7 @@ def is_up_to_date(chapter: Chapter | str, profile: str | None = None, *, params:
         return False
     notebook = nbformat.read(notebook_path, as_version=4)
     recorded = notebook.metadata.get(FINGERPRINT_KEY, {}).get("fingerprint")
+    profile = chapter_profile(chapter, profile or PUBLISHED)
     current = chapter_fingerprint(chapter, resolve_params(chapter, params, profile), notebook, Store().root)
     return recorded == current
 
@@ -570,21 +572,23 @@ def _record_fingerprint(executed, chapter: Chapter, parameters: dict, profile: s
 BOOK_FILES = ("_config.yml", "_toc.yml", "book", "_static")
 
 
-def build_book(profile: str = DEFAULT_PROFILE, *, force: bool = False, scheduler=None, workers=None,
+def build_book(profile: str = PUBLISHED, *, force: bool = False, scheduler=None, workers=None,
                registry: dict[str, Chapter] | None = None, root=None, build: bool = True) -> Path:
-    """Run every chapter at ``profile`` and build the HTML; return the HTML folder.
+    """Run every chapter and build the HTML; return the HTML folder.
 
-    ``quick`` executes the chapters in place (the committed notebooks) and builds ``_build/html``.
-    Any other profile first copies the book (:data:`BOOK_FILES`) to ``_build/<profile>/`` and
-    executes there, so the committed quick notebooks are never overwritten; its HTML lands in
-    ``_build/<profile>/_build/html``. Stored results are reused unless ``force``; a chapter whose
-    notebook is up to date (:func:`is_up_to_date`) is not re-executed unless ``force``. ``smoke`` runs
-    go to a scratch store, ``_build/smoke/results`` (unless ``ZAPLIB_RESULTS`` is set), so they
-    never mix with the committed ``results/``."""
+    ``published`` (the default, ``make book``) executes each chapter at the profile the book
+    publishes (:func:`~zaplib.chapters.published_profile`: ``long`` where the chapter has one, else
+    ``quick``) in place — the committed notebooks — and builds ``_build/html``. Any named profile
+    first copies the book (:data:`BOOK_FILES`) to ``_build/<profile>/`` and executes there, so the
+    published notebooks are never overwritten; its HTML lands in ``_build/<profile>/_build/html``
+    (at ``long``, chapters without a long profile run at ``quick``). Stored results are reused unless
+    ``force``; a chapter whose notebook is up to date (:func:`is_up_to_date`) is not re-executed
+    unless ``force``. ``smoke`` runs go to a scratch store, ``_build/smoke/results`` (unless
+    ``ZAPLIB_RESULTS`` is set), so they never mix with the committed ``results/``."""
     registry = REGISTRY if registry is None else registry
     root = Path(root) if root is not None else project_root()
     site = root
-    if profile != DEFAULT_PROFILE:
+    if profile != PUBLISHED:
         site = root / "_build" / profile
         for name in BOOK_FILES:
             if (root / name).is_dir():
@@ -603,14 +607,25 @@ def build_book(profile: str = DEFAULT_PROFILE, *, force: bool = False, scheduler
     return site / "_build" / "html"
 
 
+def chapter_profile(chapter: Chapter, profile: str) -> str:
+    """The profile ``chapter`` runs at in a book built at ``profile``: its published profile for
+    ``published``, ``quick`` for ``long`` when the chapter has no long profile yet, else ``profile``."""
+    if profile == PUBLISHED:
+        return published_profile(chapter)
+    if profile not in chapter.profiles:
+        return DEFAULT_PROFILE
+    return profile
+
+
 def _run_chapters(registry, profile, site, **options):
     # Chapters that read the published claims tables (the introduction's scoreboard) run last, after
     # every chapter has published its own.
     ordered = sorted(registry.values(), key=lambda chapter: CLAIMS_FOLDER in chapter.experiments)
     for chapter in ordered:
-        if not options["force"] and is_up_to_date(chapter, profile, root=site):
-            print(f"zaplib: chapter {chapter.name!r} is up to date (profile {profile}); "
+        own = chapter_profile(chapter, profile)
+        if not options["force"] and is_up_to_date(chapter, own, root=site):
+            print(f"zaplib: chapter {chapter.name!r} is up to date (profile {own}); "
                   "not re-executed (--force re-executes it)", file=sys.stderr)
             continue
-        print(f"zaplib: running chapter {chapter.name!r} (profile {profile})", file=sys.stderr)
-        run_chapter(chapter, profile=profile, root=site, **options)
+        print(f"zaplib: running chapter {chapter.name!r} (profile {own})", file=sys.stderr)
+        run_chapter(chapter, profile=own, root=site, **options)
