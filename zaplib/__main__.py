@@ -1,11 +1,14 @@
-"""Command line: ``python -m zaplib list | run CHAPTER|all | book | status``.
+"""Command line: ``python -m zaplib list | run CHAPTER|all | compute CHAPTER | book | status``.
 
     python -m zaplib list                                   # chapters, parameters, types, profiles
     python -m zaplib run toolkit --profile smoke -p seeds 0,1 --force
     python -m zaplib run all --workers 2                    # every chapter, 2 local processes per sweep
     python -m zaplib run lure --scheduler tcp://host:8786   # sweeps on a Dask cluster
-    python -m zaplib book --profile quick                   # run every chapter, then jupyter-book build
-    python -m zaplib status                                 # which committed notebooks are up to date
+    python -m zaplib compute zapping --profile long --budget 120 --workers 2   # resumable chunks
+    python -m zaplib compute zapping --profile long --dry-run                  # missing runs, cost
+    python -m zaplib book                                   # bring the published book up to date, build it
+    python -m zaplib book --profile quick                   # a staging copy in _build/quick
+    python -m zaplib status                                 # which published notebooks are up to date
 
 Exit codes: 0 success, 1 a chapter failed (``status``: a notebook is stale), 2 bad usage (unknown chapter, parameter or type) — in
 which case nothing was executed.
@@ -15,9 +18,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .chapters import PROFILES, PUBLISHED, REGISTRY
 from . import runner
+from .chapters import PROFILES, PUBLISHED, REGISTRY
 from .runner import ParameterError, describe_params, resolve_params, type_name
+from .store import DirtyTreeError
 
 
 def _list(args) -> int:
@@ -62,6 +66,29 @@ def _run(args) -> int:
             print(f"error: chapter {name!r} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
         print(f"zaplib: wrote {path}")
+    return 0
+
+
+def _compute(args) -> int:
+    from . import compute  # imported here: pandas and the executors are not needed to list or run
+
+    if args.chapter not in REGISTRY:
+        print(f"error: unknown chapter {args.chapter!r}; chapters: {', '.join(REGISTRY)}", file=sys.stderr)
+        return 2
+    if args.budget is not None and not args.budget > 0:
+        print(f"error: --budget must be a positive number of minutes, got {args.budget}", file=sys.stderr)
+        return 2
+    try:
+        resolve_params(REGISTRY[args.chapter], dict(args.param or []), args.profile)
+    except ParameterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        compute.compute(args.chapter, dict(args.param or []), args.profile, budget_minutes=args.budget,
+                        workers=args.workers, scheduler=args.scheduler, dry_run=args.dry_run)
+    except (NotImplementedError, DirtyTreeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -111,6 +138,19 @@ def main(argv=None) -> int:
     run.add_argument("--output", metavar="PATH", help="write the executed notebook here instead of in place")
     run.add_argument("-q", "--quiet", action="store_true", help="no cell progress bar")
 
+    comp = commands.add_parser("compute", help="compute a chapter's stored runs without a kernel, "
+                                                "within a time budget (resumable)")
+    comp.add_argument("chapter", help=f"one of: {', '.join(REGISTRY)}")
+    comp.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                      help="set a parameter (as for run)")
+    comp.add_argument("--profile", choices=PROFILES, default=None,
+                      help="named parameter set (default: the profile the book publishes for the chapter)")
+    comp.add_argument("--budget", type=float, metavar="MINUTES",
+                      help="start no run whose estimated time exceeds what is left of this budget")
+    comp.add_argument("--workers", type=int, metavar="N", help="local processes (one torch thread each)")
+    comp.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler (or $ZAPLIB_SCHEDULER)")
+    comp.add_argument("--dry-run", action="store_true", help="list the missing runs and their estimated cost")
+
     book = commands.add_parser("book", help="run every chapter, then build the HTML with jupyter-book")
     execution_options(book, profiles=(PUBLISHED, *PROFILES))
 
@@ -120,7 +160,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "profile", None) is None and args.command == "book":
         args.profile = PUBLISHED
-    return {"list": _list, "run": _run, "book": _book, "status": _status}[args.command](args)
+    return {"list": _list, "run": _run, "compute": _compute, "book": _book,
+            "status": _status}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -197,7 +197,7 @@ def _git_state() -> tuple[str, bool | None]:
     return git_state(PACKAGE_DIR)
 
 
-def _call_timed(fn: Callable[[dict], dict], config: dict) -> tuple[dict, dict]:
+def call_timed(fn: Callable[[dict], dict], config: dict) -> tuple[dict, dict]:
     """Run ``fn(config)`` and describe where and how long (runs on the worker in a sweep)."""
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     result = fn(config)
@@ -304,7 +304,7 @@ class Store:
         config = json.loads(canonical_json(config))
         if self.needs_run(experiment, config, force, checkpoints, version):
             self.ensure_clean_tree()
-            self.save(experiment, config, *_call_timed(fn, config), version=version)
+            self.save(experiment, config, *call_timed(fn, config), version=version)
         return self.load(experiment, config, version)
 
     def save(self, experiment: str, config: dict, results: dict, meta: dict | None = None,
@@ -412,6 +412,18 @@ class Store:
         for meta_file in sorted(folder.glob("[!.]*/meta.json")) if folder.exists() else []:
             if (json.loads(meta_file.read_text()).get("code_version") or 1) == version:
                 found.append(json.loads((meta_file.parent / "config.json").read_text()))
+        return found
+
+    def wall_times(self, experiment: str, version: int | None = None) -> list[tuple[dict, float]]:
+        """``(config, wall_time_s)`` of every stored run of ``experiment`` at the current code
+        version: what :mod:`zaplib.compute` estimates the cost of missing runs from."""
+        version = code_version(experiment, version=version)
+        folder = self.root / experiment
+        found = []
+        for meta_file in sorted(folder.glob("[!.]*/meta.json")) if folder.exists() else []:
+            meta = json.loads(meta_file.read_text())
+            if (meta.get("code_version") or 1) == version and meta.get("wall_time_s") is not None:
+                found.append((json.loads((meta_file.parent / "config.json").read_text()), float(meta["wall_time_s"])))
         return found
 
     def table(self, experiment: str, name: str, configs: Iterable[dict] | None = None,
@@ -577,10 +589,10 @@ def sweep(fn: Callable[[dict], dict], configs: Iterable[dict], executor: cf.Exec
         if executor is None:
             for positions in todo.values():
                 with _naming_failures(fn, configs[positions[0]]):
-                    outcome = _call_timed(fn, configs[positions[0]])
+                    outcome = call_timed(fn, configs[positions[0]])
                 finish(positions, outcome)
         else:
-            futures = {executor.submit(_call_timed, fn, configs[p[0]]): p for p in todo.values()}
+            futures = {executor.submit(call_timed, fn, configs[p[0]]): p for p in todo.values()}
             try:
                 for future in cf.as_completed(futures):
                     positions = futures[future]

@@ -189,3 +189,9 @@ CHAPTER = Chapter(
                   "train_epochs": 10, "retrain_steps": 100, "width": 32},
     },
 )
+
+
+def plan(params: dict, store=None) -> list:
+    """Every stored run the chapter's notebook reads, as ``(fn, config)`` pairs
+    (``python -m zaplib compute toolkit``)."""
+    return [(run, config) for config in configs(params)]

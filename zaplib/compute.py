@@ -1,0 +1,210 @@
+"""Compute a chapter's runs without a kernel, in chunks that fit a time budget.
+
+``python -m zaplib compute CHAPTER --profile long [--budget MINUTES] [--workers N | --scheduler
+ADDRESS] [--dry-run]`` computes the stored runs a chapter's notebook reads, from the same configs the
+notebook builds: each chapter module (``zaplib.experiments.<chapter>``) has a function
+``plan(params, store) -> list[(fn, config)]`` listing the runs it needs, where ``fn`` is a stored
+experiment function (:func:`zaplib.store.experiment`). A chapter whose later runs depend on earlier
+ones (e.g. a learning rate chosen on validation runs) lists only what it can know from the runs
+already stored; :func:`compute` plans again after every stage until nothing is missing.
+
+The budget is honoured run by run: a run is started only when its estimated time fits in what is
+left of ``--budget``, so a long profile is computed over several sittings, each ending cleanly; the
+store keeps every finished run, so the next sitting resumes where this one stopped. Estimates come
+from the wall times the store recorded for runs of the same experiment that differ from the missing
+one only in seed-like keys (any key with "seed" in its name), else from the chapter's own
+``cost_seconds(config)`` when it has one; runs with no estimate are started while budget is left.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import importlib
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, TextIO
+
+from .chapters import Chapter, get_chapter
+from .runner import resolve_params
+from .store import Store, call_timed, canonical_json, code_version, make_executor
+
+
+@dataclass
+class PlannedRun:
+    """One run a chapter needs: its experiment function and config, and the estimated seconds."""
+
+    fn: Callable[[dict], dict]
+    config: dict
+    experiment: str
+    version: int
+    estimate_s: float | None = None
+
+
+def chapter_module(chapter: Chapter):
+    """The chapter's module, ``zaplib.experiments.<name>``."""
+    return importlib.import_module(f"{__package__}.experiments.{chapter.name}")
+
+
+def _without_seeds(config: dict) -> str:
+    return canonical_json({k: v for k, v in config.items() if "seed" not in k.lower()})
+
+
+def estimate_seconds(store: Store, run: PlannedRun, module=None, _cache: dict | None = None) -> float | None:
+    """Mean recorded wall time of stored runs of the same experiment whose configs differ from this
+    one only in seed-like keys; else the chapter's ``cost_seconds(config)``; else None."""
+    cache = {} if _cache is None else _cache
+    key = (run.experiment, run.version)
+    if key not in cache:
+        groups: dict[str, list[float]] = {}
+        for config, seconds in store.wall_times(run.experiment, run.version):
+            groups.setdefault(_without_seeds(config), []).append(seconds)
+        cache[key] = groups
+    times = cache[key].get(_without_seeds(run.config))
+    if times:
+        return sum(times) / len(times)
+    cost = getattr(module, "cost_seconds", None)
+    return float(cost(run.config)) if cost is not None else None
+
+
+def missing_runs(chapter: Chapter | str, params: dict, store: Store) -> tuple[list[PlannedRun], int]:
+    """The planned runs that are not stored yet (with estimates), and how many runs are planned."""
+    chapter = get_chapter(chapter) if isinstance(chapter, str) else chapter
+    module = chapter_module(chapter)
+    if not hasattr(module, "plan"):
+        raise NotImplementedError(f"chapter {chapter.name!r} has no plan(params, store): "
+                                  "its runs can only be computed by executing its notebook")
+    planned, seen, cache = [], set(), {}
+    for fn, config in module.plan(params, store):
+        experiment = fn.experiment
+        version = code_version(experiment, fn)
+        key = (experiment, canonical_json(config))
+        if key in seen:
+            continue
+        seen.add(key)
+        if not store.complete(experiment, config, version=version):
+            run = PlannedRun(fn, config, experiment, version)
+            run.estimate_s = estimate_seconds(store, run, module, cache)
+            planned.append(run)
+    return planned, len(seen)
+
+
+def _minutes(seconds: float | None) -> str:
+    return "?" if seconds is None else f"{seconds / 60:.1f}"
+
+
+def dry_run_table(runs: list[PlannedRun], workers: int = 1):
+    """Missing runs per experiment with their estimated cost (a pandas DataFrame)."""
+    import pandas as pd  # the report only; computing needs no pandas
+
+    rows = {}
+    for run in runs:
+        row = rows.setdefault(run.experiment, {"experiment": run.experiment, "missing runs": 0,
+                                               "estimated": 0, "estimated minutes": 0.0})
+        row["missing runs"] += 1
+        if run.estimate_s is not None:
+            row["estimated"] += 1
+            row["estimated minutes"] += run.estimate_s / 60
+    frame = pd.DataFrame(list(rows.values()))
+    if len(frame):
+        frame[f"wall minutes on {workers} worker(s)"] = frame["estimated minutes"] / max(workers, 1)
+    return frame
+
+
+def compute(chapter: Chapter | str, params: dict | None = None, profile: str | None = None, *,
+            budget_minutes: float | None = None, workers: int | None = None, scheduler: str | None = None,
+            dry_run: bool = False, store: Store | None = None, out: TextIO = sys.stderr,
+            clock: Callable[[], float] = time.monotonic) -> dict:
+    """Compute the chapter's missing runs at ``profile`` within ``budget_minutes``.
+
+    Returns a summary: ``done`` (runs computed now), ``remaining`` (runs still missing at the end,
+    counting only stages that could be planned), ``stopped`` (``"complete"``, ``"budget"`` or
+    ``"dry-run"``). Values are validated before anything runs (:func:`zaplib.runner.resolve_params`)."""
+    chapter = get_chapter(chapter) if isinstance(chapter, str) else chapter
+    params = resolve_params(chapter, params, profile)
+    store = store if store is not None else Store(profile=params["profile"])
+    deadline = None if budget_minutes is None else clock() + 60 * budget_minutes
+    n_workers = workers or 1
+    missing, planned = missing_runs(chapter, params, store)
+    if dry_run:
+        table = dry_run_table(missing, n_workers)
+        known = sum(r.estimate_s for r in missing if r.estimate_s is not None)
+        print(f"zaplib compute {chapter.name} --profile {params['profile']} (dry run): "
+              f"{planned - len(missing)} of {planned} planned runs stored, {len(missing)} missing, "
+              f"estimated {_minutes(known)} min of compute ({sum(r.estimate_s is None for r in missing)} "
+              "without an estimate); later stages are planned once these are stored", file=out)
+        if len(table):
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"), file=out)
+        return {"done": 0, "remaining": len(missing), "planned": planned, "stopped": "dry-run",
+                "table": table}
+    store.ensure_clean_tree() if missing else None
+    executor = make_executor(workers=workers, scheduler=scheduler)
+    done, started = 0, clock()
+    try:
+        while missing:
+            # longest first (unknown estimates first of all), so the pool stays busy at the end
+            missing.sort(key=lambda r: -(r.estimate_s if r.estimate_s is not None else float("inf")))
+            skipped = _compute_stage(missing, store, executor, n_workers, deadline, clock, out,
+                                     done_before=done, planned=planned)
+            done += len(missing) - len(skipped)
+            if skipped:
+                left = sum(r.estimate_s or 0 for r in skipped)
+                print(f"zaplib compute: budget reached after {(clock() - started) / 60:.1f} min; "
+                      f"{len(skipped)} runs remain (≈ {_minutes(left)} min of compute). Run the same "
+                      "command again to resume.", file=out)
+                return {"done": done, "remaining": len(skipped), "planned": planned, "stopped": "budget"}
+            missing, planned = missing_runs(chapter, params, store)  # later stages, now plannable
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+    print(f"zaplib compute: {chapter.name} complete at profile {params['profile']}: {done} runs computed "
+          f"in {(clock() - started) / 60:.1f} min, {planned} planned runs stored", file=out)
+    return {"done": done, "remaining": 0, "planned": planned, "stopped": "complete"}
+
+
+def _fits(run: PlannedRun, deadline: float | None, now: float) -> bool:
+    if deadline is None:
+        return True
+    if run.estimate_s is None:
+        return now < deadline
+    return now + run.estimate_s <= deadline
+
+
+def _compute_stage(runs: list[PlannedRun], store: Store, executor, n_workers: int, deadline, clock, out,
+                   done_before: int, planned: int) -> list[PlannedRun]:
+    """Compute ``runs`` (at most ``n_workers`` at a time); return the runs not started because their
+    estimate did not fit in the budget left when a worker was free."""
+    queue, skipped, in_flight, finished = list(runs), [], {}, 0
+    total = done_before + len(runs)
+
+    def report(run, seconds):
+        left = [r.estimate_s for r in queue + [r for r in in_flight.values()] if r.estimate_s is not None]
+        eta = sum(left) / max(n_workers, 1)
+        print(f"zaplib compute: {done_before + finished}/{total} runs ({run.experiment}, "
+              f"{seconds:.0f} s), ETA {_minutes(eta)} min for the estimated rest", file=out, flush=True)
+
+    def save(run, outcome):
+        store.save(run.experiment, run.config, *outcome, version=run.version)
+
+    while queue or in_flight:
+        while queue and len(in_flight) < (n_workers if executor is not None else 1):
+            run = queue.pop(0)
+            if not _fits(run, deadline, clock()):
+                skipped.append(run)
+                continue
+            if executor is None:
+                outcome = call_timed(run.fn, run.config)
+                save(run, outcome)
+                finished += 1
+                report(run, outcome[1].get("wall_time_s", 0.0))
+            else:
+                in_flight[executor.submit(call_timed, run.fn, run.config)] = run
+        if not in_flight:
+            continue
+        ready, _ = cf.wait(list(in_flight), return_when=cf.FIRST_COMPLETED)
+        for future in ready:
+            run = in_flight.pop(future)
+            outcome = future.result()
+            save(run, outcome)
+            finished += 1
+            report(run, outcome[1].get("wall_time_s", 0.0))
+    return skipped
