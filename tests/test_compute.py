@@ -62,3 +62,22 @@ def test_the_clock_decides_when_a_run_without_estimate_may_start(tmp_path):
     summary = zc.compute("toolkit", SMOKE, "smoke", budget_minutes=1, store=Store(tmp_path),
                          out=io.StringIO(), clock=lambda: next(ticks, 61.0))
     assert summary["stopped"] == "budget" and summary["done"] == 0 and summary["remaining"] == 2
+
+
+def test_paper_dry_run_takes_two_steps_of_each_kind_at_full_size_and_prices_the_profile():
+    out = io.StringIO()
+    report = zc.paper_dry_run("toolkit", None, "paper", out=out)
+    params = resolve_params("toolkit", profile="paper")
+    assert report["failures"] == [] and report["planned"] == len(params["seeds"])
+    assert len(report["kinds"]) == 1 and report["kinds"][0]["status"].startswith("ok (2 optimiser steps")
+    assert report["image_steps"] == len(params["seeds"]) * toolkit.image_steps(toolkit.configs(params)[0])
+    assert report["hours_here"] > 0 and report["hours_gpu"] == pytest.approx(report["hours_here"] / zc.GPU_SPEEDUP)
+    assert "image-steps" in out.getvalue()
+
+
+def test_stop_after_stops_by_time_when_no_optimiser_steps():
+    import time as _time
+
+    with pytest.raises(zc.DryRunStop, match="s used"):
+        with zc.stop_after(steps=2, seconds=0.2):
+            _time.sleep(5)

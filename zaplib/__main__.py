@@ -57,6 +57,12 @@ def _run(args) -> int:
     except ParameterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        from . import compute  # imported here: only the dry run needs it
+
+        failed = [name for name in names
+                  if compute.paper_dry_run(name, params, args.profile or "paper")["failures"]]
+        return 1 if failed else 0
     for name in names:
         try:
             path = runner.run_chapter(name, params, args.profile, force=args.force,
@@ -137,6 +143,9 @@ def main(argv=None) -> int:
     execution_options(run)
     run.add_argument("--output", metavar="PATH", help="write the executed notebook here instead of in place")
     run.add_argument("-q", "--quiet", action="store_true", help="no cell progress bar")
+    run.add_argument("--dry-run", action="store_true",
+                     help="check the profile (default paper) without running it: configs, datasets, "
+                          "every model at full size, two steps of every kind of run, total cost")
 
     comp = commands.add_parser("compute", help="compute a chapter's stored runs without a kernel, "
                                                 "within a time budget (resumable)")

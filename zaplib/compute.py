@@ -18,7 +18,9 @@ one only in seed-like keys (any key with "seed" in its name), else from the chap
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import importlib
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -208,3 +210,131 @@ def _compute_stage(runs: list[PlannedRun], store: Store, executor, n_workers: in
             finished += 1
             report(run, outcome[1].get("wall_time_s", 0.0))
     return skipped
+
+
+# ---------------------------------------------------------------------------------------------
+# Dry run of a profile: every config resolved, every dataset found, every model built at full size,
+# two optimiser steps of every distinct kind of run, and the total cost
+# ---------------------------------------------------------------------------------------------
+
+#: A stated GPU throughput for the cost table: images per second of one training step on one A100
+#: relative to this CPU at one thread is not measured here; we state 50x as the planning assumption
+#: (a width-64 CIFAR ResNet-18 trains at ~40 img/s on one thread of this CPU and at a few thousand
+#: img/s on a current data-centre GPU). Change it with ``--gpu-speedup``.
+GPU_SPEEDUP = 50.0
+
+
+class DryRunStop(Exception):
+    """Raised inside a run once it has taken its dry-run steps (or used its time)."""
+
+
+@contextlib.contextmanager
+def stop_after(steps: int = 2, seconds: float = 120.0):
+    """Inside the block, stop any run (raise :class:`DryRunStop`) after ``steps`` optimiser steps of
+    any ``torch.optim`` optimiser, or after ``seconds`` for loops that update weights by hand (the
+    lock-step probes, functional inner loops). Yields a dict with the steps taken and their times."""
+    import signal
+
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    record = {"steps": 0, "step_times": [], "start": time.perf_counter()}
+    last = [time.perf_counter()]
+
+    def hook(optimizer, args, kwargs):
+        now = time.perf_counter()
+        record["step_times"].append(now - last[0])
+        last[0] = now
+        record["steps"] += 1
+        if record["steps"] >= steps:
+            raise DryRunStop(f"{steps} optimiser steps taken")
+
+    def alarm(signum, frame):
+        raise DryRunStop(f"{seconds:.0f} s used")
+
+    handle = register_optimizer_step_post_hook(hook)
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield record
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        handle.remove()
+
+
+def dry_run_kinds(module, runs: list[PlannedRun]) -> list[PlannedRun]:
+    """One run per distinct kind: the chapter's ``run_kind(config)`` when it has one, else the
+    experiment and its config's model keys."""
+    from .models import MODEL_KEYS
+
+    kind = getattr(module, "run_kind", None)
+    chosen = {}
+    for run in runs:
+        key = (run.experiment, kind(run.config) if kind is not None else
+               canonical_json({k: v for k, v in run.config.items() if k in MODEL_KEYS and k != "seed"}))
+        chosen.setdefault(key, run)
+    return list(chosen.values())
+
+
+def paper_dry_run(chapter: Chapter | str, params: dict | None = None, profile: str = "paper", *,
+                  steps: int = 2, seconds: float = 120.0, gpu_speedup: float = GPU_SPEEDUP,
+                  out: TextIO = sys.stderr) -> dict:
+    """Check that a profile can run before anyone spends hours on it (issue 13 §4).
+
+    Resolves every config the chapter plans (:func:`missing_runs` on an empty store, so every run
+    counts), runs ``steps`` optimiser steps of one run of every distinct kind at full size on the
+    available device (which loads its datasets and builds its model), and prints the total cost:
+    image-steps from the chapter's ``image_steps(config)`` and hours at the throughput measured in
+    those steps, and at ``gpu_speedup`` times it (a stated assumption, :data:`GPU_SPEEDUP`).
+    A dataset that cannot be found is reported with the command that prepares it and counted as
+    ``skipped``; any other failure is an error (returned, and raised by the command line)."""
+    import tempfile
+
+    from .data import MissingDatasetError
+
+    chapter = get_chapter(chapter) if isinstance(chapter, str) else chapter
+    module = chapter_module(chapter)
+    params = resolve_params(chapter, params, profile)
+    with tempfile.TemporaryDirectory() as scratch:
+        runs, planned = missing_runs(chapter, params, Store(scratch))
+        kinds = dry_run_kinds(module, runs)
+        rows, failures, skipped = [], [], []
+        for run in kinds:
+            row = {"experiment": run.experiment, "kind": getattr(module, "run_kind", lambda c: "")(run.config)}
+            tic, record = time.perf_counter(), {"step_times": []}
+            try:
+                with stop_after(steps, seconds) as record:
+                    run.fn(run.config)
+                row["status"] = "finished within the dry run"
+            except DryRunStop as stop:
+                row["status"] = f"ok ({stop})"
+            except MissingDatasetError as exc:
+                row["status"] = "skipped: " + str(exc).splitlines()[0]
+                skipped.append(row)
+            except Exception as exc:  # noqa: BLE001 — every failure is reported, then raised below
+                row["status"] = f"FAILED: {type(exc).__name__}: {exc}"
+                failures.append(row)
+            times = record["step_times"][1:] or record["step_times"]  # the first step warms up
+            row["s_per_step"] = statistics.median(times) if times else None
+            row["batch"] = run.config.get("batch_size")
+            row["setup_s"] = time.perf_counter() - tic
+            rows.append(row)
+    image_steps = getattr(module, "image_steps", None)
+    total = sum(image_steps(r.config) for r in runs) if image_steps is not None else None
+    rates = [r["batch"] / r["s_per_step"] for r in rows if r.get("batch") and r.get("s_per_step")]
+    rate = statistics.median(rates) if rates else None
+    hours = total / rate / 3600 if total is not None and rate else None
+    print(f"zaplib dry run: {chapter.name} --profile {params['profile']}: {planned} runs planned, "
+          f"{len(kinds)} kinds tried ({len(skipped)} skipped, {len(failures)} failed)", file=out)
+    for row in rows:
+        step = "" if row["s_per_step"] is None else f", {row['s_per_step']:.2f} s/step"
+        print(f"  {row['experiment']} {row['kind']}: {row['status']}{step}", file=out)
+    if total is not None:
+        cost = (f"  total ≈ {total:.3g} image-steps" +
+                (f"; ≈ {hours:.1f} h at the {rate:.0f} img/s measured here, ≈ {hours / gpu_speedup:.1f} h "
+                 f"on a GPU assumed {gpu_speedup:g}x faster" if hours is not None else ""))
+        print(cost, file=out)
+    return {"planned": planned, "kinds": rows, "failures": failures, "skipped": skipped,
+            "image_steps": total, "hours_here": hours,
+            "hours_gpu": None if hours is None else hours / gpu_speedup}
+

@@ -195,3 +195,8 @@ def plan(params: dict, store=None) -> list:
     """Every stored run the chapter's notebook reads, as ``(fn, config)`` pairs
     (``python -m zaplib compute toolkit``)."""
     return [(run, config) for config in configs(params)]
+
+
+def image_steps(config: dict) -> float:
+    """Images through a training step in one run: the initial training and every op's retrain."""
+    return config["n_train"] * config["train_epochs"] + len(OPS) * config["retrain_steps"] * config["batch_size"]
