@@ -167,16 +167,3 @@ def test_pretrain_iid_zap_cadence_and_official_bug(gen):
     # the official i.i.d. path draws all rows with fan-in rows × D: ~√50 ≈ 7× too small here
     assert float(model.head.weight.detach().std()) == pytest.approx(math.sqrt(2 / (50 * D)), rel=0.05)
 
-
-def test_chapter_configs_state_zap_explicitly():
-    from zaplib.experiments import zapping
-    from zaplib.runner import resolve_params
-
-    params = resolve_params("zapping", profile="smoke")
-    configs = zapping.pretrain_configs(params)
-    kinds = {(c["method"], c["zap"]) for c in configs}
-    assert kinds == {("untrained", False), ("iid", False), ("iid", True), ("asb", False), ("asb", True),
-                     ("meta_asb", False), ("meta_asb", True), ("anml", True)}
-    assert all(isinstance(c["zap"], bool) for c in configs)  # never left to a default
-    assert all(c.get("zap_fan_in", "row") == "row" for c in configs)
-    assert all(c["zap_fan_in"] == "official_bug" for c in zapping.bug_configs(params))

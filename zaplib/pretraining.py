@@ -22,8 +22,8 @@ each with zapping on or off.
   :func:`zaplib.train.train_iid`'s ``epoch_callback``.
 * :func:`meta_gradient` is the one meta-gradient used by meta-ASB and ANML; it is public so the
   tests can check it against finite differences (a first-order bug cannot pass).
-* :func:`pretrain_run` is the pure experiment function the chapter stores: config in, trained
-  weights plus records out.
+* :func:`pretrain` is the pure function of one config: config in, trained weights plus records
+  out. The chapter stores it as ``zapping-pretrain`` (:func:`zaplib.experiments.zapping.pretrain_run`).
 
 Why several seeds are *not* vmapped here: on the CPU, ``vmap`` over convolutions with per-model
 weights ran ~10× slower per model than one model at a time (8 stacked 16-channel convnets, one
@@ -41,8 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import models, resets, samplers
-from .store import Store, experiment
+from . import get_device, models, resets, samplers
 from .train import as_float, evaluate, train_iid
 
 __all__ = [
@@ -55,12 +54,9 @@ __all__ = [
     "pretrain_iid",
     "model_config",
     "omniglot_data",
-    "pretrain_run",
-    "load_pretrained",
-    "PRETRAIN_EXPERIMENT",
+    "pretrain",
+    "build_pretrained",
 ]
-
-PRETRAIN_EXPERIMENT = "zapping-pretrain"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,9 +349,7 @@ def model_config(config: dict) -> dict:
             "num_classes": config["head_outputs"], "seed": int(config["seed"])}
 
 
-# version 2: seeds from samplers.generator, inits via models.build, data via data.subset (issue 12)
-@experiment(PRETRAIN_EXPERIMENT, version=2)
-def pretrain_run(config: dict) -> dict:
+def pretrain(config: dict) -> dict:
     """Pre-train one model as ``config`` says and return what the chapter stores.
 
     Config keys: ``method`` (iid | asb | meta_asb | anml | untrained: the initial weights, a
@@ -370,8 +364,6 @@ def pretrain_run(config: dict) -> dict:
     ``pretrain_val_loss`` (the pre-training head on the 5 held-out images of every background
     class: Fig. 3's "Pre-Train" bars) and ``feature_dim``.
     """
-    from . import get_device
-
     device = get_device(config.get("device"))
     torch.set_flush_denormal(True)
     split = omniglot_data(config.get("split_seed", 0), device)
@@ -408,15 +400,9 @@ def pretrain_run(config: dict) -> dict:
     }
 
 
-def load_pretrained(config: dict, store=None, device=None) -> nn.Module:
-    """The pre-trained model of ``config`` from the results store (computed and stored first if
-    missing), on ``device``."""
-    from . import get_device
-
-    store = store if store is not None else Store()
-    run = store.run(PRETRAIN_EXPERIMENT, config, pretrain_run)
-    if "state" not in run:  # a big checkpoint that was not committed: recompute it
-        run = store.run(PRETRAIN_EXPERIMENT, config, pretrain_run, force=True)
-    model = models.build(model_config(run.config))
-    model.load_state_dict(run["state"])
+def build_pretrained(config: dict, state: dict, device=None) -> nn.Module:
+    """The model of pre-training ``config`` with the weights ``state`` (from :func:`pretrain`), on
+    ``device``."""
+    model = models.build(model_config(config))
+    model.load_state_dict(state)
     return model.to(get_device(device))

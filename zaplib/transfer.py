@@ -17,12 +17,11 @@ Adam's second moments of a softmax head decay into denormal floats, which slowed
 (reference notes). :func:`sequential_probe_reference` is the plain one-run, per-image autograd +
 ``torch.optim.Adam`` loop the tests and the benchmark compare against.
 
-Protocol (:func:`run_protocol`): the 659 evaluation classes are split once (``class_split_seed``)
-into a *validation pool* of ``val_pool`` classes and a *report pool* of the rest. Every learning
-rate of the grid is tried on validation trajectories; the best one per pre-training configuration
-(mean final held-out accuracy over its pre-training seeds × validation seeds) is then run on the
-report pool with fresh transfer seeds. Reported numbers never touch the classes the LR was chosen
-on.
+Learning rates are chosen on classes apart from the reported ones: the 659 evaluation classes are
+split once (:func:`evaluation_class_split`) into a *validation pool* and a *report pool*, and
+:func:`select_lr` picks the best lr of a configuration from its validation curves. The protocol
+that runs both phases through the results store is the chapter's
+(:func:`zaplib.experiments.zapping.run_protocol`); :func:`transfer` is one run of it.
 """
 from __future__ import annotations
 
@@ -31,15 +30,14 @@ import math
 import time
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import metrics, samplers
+from . import get_device, metrics, samplers
+from .pretraining import omniglot_data
 from .train import as_float, predict_logits
-from .store import Store, experiment, sweep
 
 __all__ = [
     "Trajectory",
@@ -52,16 +50,12 @@ __all__ = [
     "sequential_probe_reference",
     "sequential_unfrozen",
     "iid_transfer",
-    "transfer_run",
+    "transfer",
+    "final_records",
     "select_lr",
-    "run_protocol",
     "eval_points",
     "final_by_pretrain_seed",
-    "zap_comparison",
-    "TRANSFER_EXPERIMENT",
 ]
-
-TRANSFER_EXPERIMENT = "zapping-transfer"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,12 +354,10 @@ def iid_transfer(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, 
 
 
 # ---------------------------------------------------------------------------------------------
-# The stored experiment and the LR-selection protocol
+# One transfer run and the choice of its learning rate
 # ---------------------------------------------------------------------------------------------
 def _pool(config: dict, device):
     """Images of the evaluation-set pool named by ``config['split']`` grouped by class."""
-    from .pretraining import omniglot_data
-
     ev = omniglot_data(config.get("split_seed", 0), device).evaluation
     val_classes, report_classes = evaluation_class_split(ev.num_classes, config["val_pool"],
                                                          config.get("class_split_seed", 0))
@@ -375,23 +367,19 @@ def _pool(config: dict, device):
     return train_x, test_x
 
 
-# version 2: seeds from samplers.generator, inits via models.build, data via data.subset (issue 12)
-@experiment(TRANSFER_EXPERIMENT, version=2)
-def transfer_run(config: dict) -> dict:
-    """One transfer experiment on one pre-trained model: every (seed, lr) of the config.
+def transfer(model: nn.Module, config: dict, device=None) -> dict:
+    """One transfer experiment on the pre-trained ``model``: every (seed, lr) of the config.
 
-    Config keys: ``kind`` (probe | unfrozen | iid), ``pretrain`` (the pre-training config, loaded
-    from the store through :func:`zaplib.pretraining.load_pretrained`), ``split`` (val | report),
-    ``val_pool``, ``class_split_seed``, ``classes`` (trajectory length), ``seeds``, ``lrs``,
+    Config keys: ``kind`` (probe | unfrozen | iid), ``split`` (val | report), ``val_pool``,
+    ``class_split_seed``, ``split_seed``, ``classes`` (trajectory length), ``seeds``, ``lrs``,
     ``eval_every`` (probe / unfrozen) or ``epochs``, ``batch_size``, ``evals_per_epoch`` (iid).
-    Returns ``curves`` (a tidy frame, see the protocol functions) and ``seconds``.
+    Returns ``curves`` (a tidy frame, see the protocol functions) and ``seconds``; a probe also
+    ``feature_density`` and ``feature_norm`` of the frozen features on its training images. The
+    chapter stores it as ``zapping-transfer`` (:func:`zaplib.experiments.zapping.transfer_run`).
     """
-    from . import get_device
-    from .pretraining import load_pretrained
-
-    device = get_device(config.get("device"))
+    device = get_device(device)
     torch.set_flush_denormal(True)
-    model = load_pretrained(config["pretrain"], device=device)
+    model = model.to(device)
     train_x, test_x = _pool(config, device)
     tic = time.perf_counter()
     kind = config["kind"]
@@ -433,7 +421,7 @@ def transfer_run(config: dict) -> dict:
     return out
 
 
-def _final(curves: pd.DataFrame) -> pd.DataFrame:
+def final_records(curves: pd.DataFrame) -> pd.DataFrame:
     """The last record of every (pre-trained model, seed, lr): final accuracy of a run."""
     x = "classes" if "classes" in curves.columns else "step"
     keys = [c for c in curves.columns if c not in (x, "epoch", "step", "classes", "train_acc", "test_acc")]
@@ -444,115 +432,20 @@ def select_lr(val_curves: pd.DataFrame, by: Sequence[str] = ("method", "zap", "f
     """Best learning rate per configuration: the lr with the highest mean *final* held-out
     accuracy on the validation pool, averaged over pre-training seeds and validation seeds.
     Returns ``by..., lr, val_acc``."""
-    final = _final(val_curves)
+    final = final_records(val_curves)
     by = [c for c in by if c in final.columns]
     means = final.groupby([*by, "lr"], as_index=False)["test_acc"].mean()
     best = means.loc[means.groupby(by)["test_acc"].idxmax()].rename(columns={"test_acc": "val_acc"})
     return best.reset_index(drop=True)
 
 
-def _tag(runs, configs) -> pd.DataFrame:
-    frames = []
-    for run, config in zip(runs, configs):
-        frame = run["curves"].copy()
-        pre = config["pretrain"]
-        frame.insert(0, "pretrain_seed", pre["seed"])
-        frame.insert(0, "fan_in", pre.get("zap_fan_in", "row"))
-        frame.insert(0, "zap", pre["zap"])
-        frame.insert(0, "method", pre["method"])
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
-
-
-def run_protocol(kind: str, pretrain_configs: Sequence[dict], *, lrs: Sequence[float],
-                 val_seeds: Sequence[int], report_seeds: Sequence[int], classes: int,
-                 common: dict, val_classes: int | None = None, executor=None, store=None,
-                 progress: bool = True) -> dict:
-    """LR selection on the validation pool, then the report runs, for every pre-trained model.
-
-    Phase 1 runs :func:`transfer_run` (``split="val"``, trajectories of ``val_classes`` classes —
-    default ``classes`` —, all ``lrs``, ``val_seeds``) for every config in ``pretrain_configs``;
-    :func:`select_lr` picks one lr per (method, zap); phase 2 runs trajectories of ``classes``
-    classes of the report pool with that lr and ``report_seeds``. ``common`` holds the other
-    config keys (``val_pool``, ``eval_every`` ...). Both phases go through
-    :func:`zaplib.store.sweep` (stored, resumable, any executor). A validation trajectory should
-    be as long as a reported one (the best lr moves with the length; reference notes); it can
-    only be shorter when the pool is too small (paper profile: 59 classes beside 600).
-
-    Returns ``val`` and ``report`` (curves tagged with ``method, zap, pretrain_seed``),
-    ``best_lr`` (from :func:`select_lr`), ``runs`` (one row per report run: feature density and
-    norm for probes, wall time) and ``val_wall_s`` / ``report_wall_s`` (summed run wall times).
-    """
-
-    store = store if store is not None else Store()
-    base = {"kind": kind, **common}
-    val_cfgs = [{**base, "classes": val_classes or classes, "pretrain": p, "split": "val",
-                 "seeds": list(val_seeds), "lrs": list(lrs)} for p in pretrain_configs]
-    val_runs = sweep(transfer_run, val_cfgs, executor, store=store, experiment=TRANSFER_EXPERIMENT,
-                     progress=progress)
-    val = _tag(val_runs, val_cfgs)
-    best = select_lr(val)
-    lr_of = {(r.method, bool(r.zap), r.fan_in): float(r.lr) for r in best.itertuples()}
-    rep_cfgs = [{**base, "classes": classes, "pretrain": p, "split": "report",
-                 "seeds": list(report_seeds),
-                 "lrs": [lr_of[(p["method"], bool(p["zap"]), p.get("zap_fan_in", "row"))]]}
-                for p in pretrain_configs]
-    rep_runs = sweep(transfer_run, rep_cfgs, executor, store=store, experiment=TRANSFER_EXPERIMENT,
-                     progress=progress)
-    report = _tag(rep_runs, rep_cfgs)
-    wall = lambda run: getattr(run, "meta", {}).get("wall_time_s", np.nan)  # noqa: E731
-    runs = pd.DataFrame([{"method": c["pretrain"]["method"], "zap": c["pretrain"]["zap"],
-                          "fan_in": c["pretrain"].get("zap_fan_in", "row"),
-                          "pretrain_seed": c["pretrain"]["seed"],
-                          "feature_density": r.get("feature_density", np.nan),
-                          "feature_norm": r.get("feature_norm", np.nan), "wall_time_s": wall(r)}
-                         for r, c in zip(rep_runs, rep_cfgs)])
-    return {"val": val, "report": report, "best_lr": best, "runs": runs,
-            "val_wall_s": float(np.nansum([wall(r) for r in val_runs])),
-            "report_wall_s": float(runs["wall_time_s"].sum())}
-
-
 # ---------------------------------------------------------------------------------------------
-# Analysis: final accuracies and zap / no-zap comparisons
+# Analysis: final accuracies
 # ---------------------------------------------------------------------------------------------
 def final_by_pretrain_seed(curves: pd.DataFrame, value: str = "test_acc") -> pd.DataFrame:
     """Final ``value`` of every run, averaged over transfer seeds within each pre-trained model:
     one row per (method, zap, pretrain_seed) — the unit of replication of a pre-training claim
     (transfer seeds sharing one pre-trained model are not independent samples of a method)."""
-    final = _final(curves)
+    final = final_records(curves)
     keys = [k for k in ("method", "zap", "fan_in", "pretrain_seed") if k in final.columns]
     return final.groupby(keys, as_index=False)[value].mean()
-
-
-def zap_comparison(curves: pd.DataFrame, value: str = "test_acc") -> pd.DataFrame:
-    """Zap vs no-zap per pre-training method on the final ``value``.
-
-    Per method and zap setting: mean and 95% t-interval over pre-training seeds
-    (:func:`zaplib.metrics.mean_ci` of the per-model means), the number of pre-trained models and
-    of runs; then a two-sided Mann–Whitney U test between the zap and no-zap pre-training seeds
-    (``p_seed``, the test the chapter relies on) and, for comparison with the paper's Fig. 3,
-    the same test on all runs pooled over transfer seeds (``p_pooled``: treats the T transfer
-    runs of one pre-trained model as independent, which they are not)."""
-    from .metrics import mann_whitney, mean_ci
-
-    if "fan_in" in curves.columns:  # the official-bug variant is compared separately
-        curves = curves[curves.fan_in == "row"]
-    final = _final(curves)
-    per_model = final_by_pretrain_seed(curves, value)
-    rows = []
-    for method, group in per_model.groupby("method", sort=False):
-        row = {"method": method}
-        for zap in (False, True):
-            vals = group.loc[group.zap == zap, value].to_numpy()
-            runs = final.loc[(final.method == method) & (final.zap == zap), value].to_numpy()
-            ci = mean_ci(vals)
-            tag = "zap" if zap else "nozap"
-            row.update({f"{tag}_mean": ci.mean, f"{tag}_lo": ci.lo, f"{tag}_hi": ci.hi,
-                        f"{tag}_models": len(vals), f"{tag}_runs": len(runs)})
-            row[f"_{tag}_vals"], row[f"_{tag}_runs"] = vals, runs
-        both = len(row["_zap_vals"]) and len(row["_nozap_vals"])
-        row["diff"] = row["zap_mean"] - row["nozap_mean"] if both else np.nan
-        row["p_seed"] = mann_whitney(row["_zap_vals"], row["_nozap_vals"]).p if both else np.nan
-        row["p_pooled"] = mann_whitney(row["_zap_runs"], row["_nozap_runs"]).p if both else np.nan
-        rows.append({k: v for k, v in row.items() if not k.startswith("_")})
-    return pd.DataFrame(rows)

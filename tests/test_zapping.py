@@ -1,0 +1,168 @@
+"""The chapter module of "Reset it and forget it": its claims declaration, the frames that test the
+claims (the unit is the pre-trained model, crossed with transfer seeds), the preconditions, and the
+config builders and comparisons it holds."""
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from zaplib import report
+from zaplib.experiments import zapping
+from zaplib.runner import resolve_params
+from zaplib.store import code_version
+
+
+def _curves(conditions, pretrain_seeds=(0, 1, 2), seeds=(0, 1, 2, 3), effect=None):
+    """Synthetic transfer curves: two records per run (the last one is the final accuracy)."""
+    effect = effect or {}
+    rows = []
+    for (method, zap, fan_in), p, s in itertools.product(conditions, pretrain_seeds, seeds):
+        final = 0.3 + effect.get((method, zap, fan_in), 0.0) + 0.01 * p + 0.001 * s
+        for classes, acc in ((5, 0.9), (10, final)):
+            rows.append({"method": method, "zap": zap, "fan_in": fan_in, "pretrain_seed": p, "seed": s,
+                         "lr": 1e-3, "classes": classes, "train_acc": 1.0, "test_acc": acc})
+    return pd.DataFrame(rows)
+
+
+def _pretrained(conditions, pretrain_seeds=(0, 1, 2)):
+    return pd.DataFrame([{"method": m, "zap": z, "fan_in": f, "seed": p,
+                          "condition": zapping.label(m, z, f), "pretrain_val_acc": 0.1 + 0.02 * p + 0.1 * z}
+                         for (m, z, f), p in itertools.product(conditions, pretrain_seeds)])
+
+
+def _all_conditions(params):
+    configs = zapping.pretrain_configs(params) + zapping.bug_configs(params)
+    return sorted({(c["method"], c["zap"], c.get("zap_fan_in", "row")) for c in configs})
+
+
+# ----------------------------------------------------------------------------- the declaration
+def test_claims_are_a_valid_family():
+    ids = [c.id for c in zapping.CLAIMS]
+    assert len(ids) == len(set(ids))
+    primary = [c.id for c in zapping.CLAIMS if c.primary]
+    assert primary == ["zap_iid", "zap_asb", "zap_meta_asb", "iid_zap_vs_meta_asb", "meta_asb_matches_anml"]
+    assert len(primary) <= report.MAX_PRIMARY
+    for claim in zapping.CLAIMS:
+        for need in claim.requires:
+            assert need in ids
+    # judging a family of untested results must not raise (ids, primaries, requirements are consistent)
+    report.table([report.evaluate(c, None) for c in zapping.CLAIMS])
+
+
+def test_claims_follow_the_design():
+    # the pre-trained model is the unit, crossed with the transfer seeds; methods are different models
+    for claim in zapping.CLAIMS:
+        assert claim.shared == "seed"
+        assert not claim.paired
+        assert claim.unit == ("model" if claim.kind == "correlation" else "pretrain_seed")
+    no_effect = {c.id: c.margin for c in zapping.CLAIMS if c.no_effect}
+    assert no_effect == {"meta_asb_matches_anml": 0.03, "pretrain_acc_does_not_predict_transfer": 0.5}
+
+
+def test_every_claim_names_conditions_and_metrics_the_chapter_produces():
+    params = resolve_params("zapping", profile="paper")  # every fine-tuning method is run there
+    conditions = _all_conditions(params)
+    labels = {zapping.label(*c) for c in conditions}
+    finetuned = [c for c in conditions if c[0] in params["finetune_methods"] and c[2] == "row"]
+    frames = zapping.claim_frames(_pretrained(conditions), _curves(conditions), _curves(finetuned),
+                                  _curves(finetuned))
+    assert set(frames) == {c.id for c in zapping.CLAIMS}
+    for claim in zapping.CLAIMS:
+        frame = frames[claim.id]
+        if claim.kind == "correlation":
+            assert {claim.unit, claim.shared, claim.x, claim.y} <= set(frame.columns)
+            continue
+        assert {claim.a, claim.b} <= labels
+        assert {claim.a, claim.b} <= set(frame[claim.condition])
+        assert {claim.unit, claim.shared, claim.metric} <= set(frame.columns)
+
+
+def test_a_claim_counts_models_not_trajectories():
+    conditions = [("iid", False, "row"), ("iid", True, "row")]
+    frames = zapping.claim_frames(_pretrained(conditions), _curves(conditions, effect={("iid", True, "row"): 0.1}))
+    result = report.evaluate(zapping.CLAIMS[0], frames["zap_iid"])
+    assert (result.n_a, result.n_b) == (3, 3)  # 3 pre-trained models per arm, not 12 runs
+    assert result.estimate == pytest.approx(0.1)
+    assert result.test.startswith("Welch t")
+
+
+def test_the_correlation_leaves_out_the_untrained_network_and_the_bug_variant():
+    params = resolve_params("zapping", profile="smoke")
+    conditions = _all_conditions(params)
+    frame = zapping.claim_frames(_pretrained(conditions), _curves(conditions))["pretrain_acc_does_not_predict_transfer"]
+    assert set(frame.condition) == {"i.i.d.", "i.i.d.+zap", "ASB", "ASB+zap", "meta-ASB", "meta-ASB+zap", "ANML"}
+    # one pre-training accuracy per model, beside each of its transfer runs
+    assert frame.groupby("model").pretrain_val_acc.nunique().eq(1).all()
+    assert frame.model.nunique() == 7 * 3
+
+
+def test_unrun_protocols_make_their_claims_not_testable():
+    conditions = [("iid", False, "row"), ("iid", True, "row")]
+    frames = zapping.claim_frames(_pretrained(conditions), _curves(conditions))
+    assert frames["zap_unfrozen_iid"] is None
+    assert report.evaluate(zapping.CLAIMS[5], frames["zap_unfrozen_iid"]).stage == "not testable"
+
+
+# ----------------------------------------------------------------------------- preconditions
+def test_preconditions_gate_the_episodic_claims_below_one_visit_per_class():
+    quick, paper = (resolve_params("zapping", profile=p) for p in ("quick", "paper"))
+    checks = zapping.preconditions(quick)
+    assert set(checks) == {c.id for c in zapping.CLAIMS}
+    assert not any(p.holds for p in checks["zap_asb"])  # 600 episodes for 964 classes
+    assert checks["zap_asb"][0].measured == pytest.approx(600 / 964)
+    assert all(p.holds for p in checks["zap_iid"])
+    assert checks["pretrain_acc_does_not_predict_transfer"] == []
+    assert all(p.holds for ps in zapping.preconditions(paper).values() for p in ps)
+
+
+def test_iid_zaps_count_epoch_starts_after_the_first():
+    assert zapping.iid_zaps({"iid_epochs": 5, "zap_every": 2}) == 2  # epochs 3 and 5
+    assert zapping.iid_zaps({"iid_epochs": 4, "zap_every": 1}) == 3
+    assert zapping.iid_zaps({"iid_epochs": 1, "zap_every": 1}) == 0
+
+
+# ----------------------------------------------------------------------------- configs and helpers
+def test_chapter_configs_state_zap_explicitly():
+    params = resolve_params("zapping", profile="smoke")
+    configs = zapping.pretrain_configs(params)
+    kinds = {(c["method"], c["zap"]) for c in configs}
+    assert kinds == {("untrained", False), ("iid", False), ("iid", True), ("asb", False), ("asb", True),
+                     ("meta_asb", False), ("meta_asb", True), ("anml", True)}
+    assert all(isinstance(c["zap"], bool) for c in configs)  # never left to a default
+    assert all(c.get("zap_fan_in", "row") == "row" for c in configs)
+    assert all(c["zap_fan_in"] == "official_bug" for c in zapping.bug_configs(params))
+
+
+def test_stored_experiments_keep_their_names_and_code_versions():
+    # stored runs are keyed on (experiment, code version, config): moving the functions changes none
+    assert (zapping.pretrain_run.experiment, zapping.pretrain_run.code_version) == ("zapping-pretrain", 2)
+    assert (zapping.transfer_run.experiment, zapping.transfer_run.code_version) == ("zapping-transfer", 2)
+    assert code_version("zapping-pretrain") == code_version("zapping-transfer") == 2
+    assert zapping.CHAPTER.experiments == (zapping.PRETRAIN_EXPERIMENT, zapping.TRANSFER_EXPERIMENT)
+
+
+def test_final_runs_take_the_last_record_of_each_run():
+    curves = _curves([("asb", True, "row")], pretrain_seeds=(0,), seeds=(0, 1))
+    final = zapping.final_runs(curves, "probe_acc")
+    assert len(final) == 2
+    assert final.probe_acc.tolist() == pytest.approx([0.3, 0.301])
+    assert set(final.model) == {"ASB+zap #0"}
+
+
+def test_zap_comparison_tests_models_and_shows_the_pooled_test_beside():
+    conditions = [("iid", False, "row"), ("iid", True, "row"), ("iid", True, "official_bug")]
+    curves = _curves(conditions, seeds=range(10), effect={("iid", True, "row"): 0.1})
+    row = zapping.zap_comparison(curves).set_index("method").loc["iid"]
+    assert (row.zap_models, row.zap_runs) == (3, 30)  # the official-bug variant is left out
+    assert row["diff"] == pytest.approx(0.1)
+    assert row.p_pooled < row.p_seed  # 30 runs pooled look like far more evidence than 3 models
+
+
+def test_labels():
+    assert zapping.label("anml", True) == "ANML"
+    assert zapping.label("meta_asb", True) == "meta-ASB+zap"
+    assert zapping.label("iid", True, "official_bug") == "i.i.d.+zap (official zap bug)"
+    frame = zapping.with_condition(pd.DataFrame({"method": ["asb", "iid"], "zap": [False, True]}))
+    assert frame.condition.tolist() == ["ASB", "i.i.d.+zap"]
+    assert np.array_equal(list(zapping.CONDITIONS.values())[:3], ["untrained", "i.i.d.", "i.i.d.+zap"])
