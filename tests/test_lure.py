@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from zaplib import report, runner, stream
+from zaplib import metrics, report, runner, stream
 from zaplib.experiments import lure
 from zaplib.store import code_version
 
@@ -152,3 +152,24 @@ def test_an_underfitted_baseline_makes_every_claim_not_testable(quick_plan):
     assert table["reason"].str.contains("measured 0.3").all()
     # no BL run at all: NaN measured, which fails
     assert not lure.preconditions(read("main", "megabatches").query("method != 'bl'"))[0].holds
+
+
+def test_results_table_gives_mean_and_t_half_width_over_seeds():
+    frame = pd.DataFrame({"variant": ["bl"] * 3 + ["lure"], "seed": [0, 1, 2, 0],
+                          "test_acc": [0.5, 0.6, 0.7, 0.65], "cer": [10, 20, 30, 5],
+                          "gen_gap": [0.1, 0.1, 0.1, 0.2], "ece": [0.01, 0.02, 0.03, 0.04]})
+    table = lure.results_table(frame, ["variant"], labels=lure.VARIANT_LABELS).set_index("variant")
+    half = 100 * metrics.mean_ci([0.5, 0.6, 0.7]).half_width
+    assert table.loc["BL (warm start)", "test accuracy (%)"] == f"60.0 ± {half:.1f}"
+    assert table.loc["LURE (SNIP, 20 %)", "test accuracy (%)"] == "65.0"  # one seed: no interval
+    assert table.loc["BL (warm start)", "CER (test errors)"].startswith("20 ± ")
+    assert list(table["seeds"]) == [3, 1]
+
+
+def test_scale_sentence_names_what_the_profile_scales_down():
+    quick = runner.resolve_params("lure", profile="quick")
+    paper = runner.resolve_params("lure", profile="paper")
+    text = lure.scale_sentence(quick, paper)
+    assert text.startswith("This page shows the quick profile; scaled down")
+    assert "n megabatches 3 (8)" in text and "n pool 900 (all)" in text and "epochs 8 (50)" in text
+    assert lure.scale_sentence(paper, paper) == "This page shows the paper profile."

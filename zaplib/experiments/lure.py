@@ -167,6 +167,33 @@ def sgd_steps(params: dict, n_pool: int = 50000) -> dict[str, int]:
             "images": sum(k * n_train * epochs for k in range(1, t + 1))}
 
 
+#: Training throughput of a width-64 CIFAR ResNet-18 (batch 128, 2 threads) measured on this
+#: project's 2-core CPU machines (reference notes, "Speed anchors"): the prose's estimate of what
+#: one run of the ``paper`` profile would cost without a GPU.
+CPU_IMAGES_PER_SECOND = 34.0
+
+#: The settings a page names when it says how its profile is scaled down from ``paper``.
+SCALE_SETTINGS = ("seeds", "width", "n_pool", "n_test", "n_megabatches", "epochs", "lr_milestones",
+                  "buffer_size")
+
+
+def _shown(name: str, value) -> str:
+    if name in ("n_pool", "n_test") and value == 0:
+        return "all"
+    if isinstance(value, (list, tuple)) and not value:
+        return "none"
+    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def scale_sentence(params: dict, paper: dict) -> str:
+    """"This page shows the <profile> profile; scaled down from the paper profile (in brackets):
+    ..." over :data:`SCALE_SETTINGS` — the sentence each page puts next to its first figure."""
+    scaled = [f"{name.replace('_', ' ')} {_shown(name, params[name])} ({_shown(name, paper[name])})"
+              for name in SCALE_SETTINGS if params[name] != paper[name]]
+    head = f"This page shows the {params['profile']} profile"
+    return head + (f"; scaled down from the paper profile (in brackets): {'; '.join(scaled)}." if scaled else ".")
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading the stored runs
 # ---------------------------------------------------------------------------------------------
@@ -207,6 +234,33 @@ def compare(frame: pd.DataFrame, value: str, by: str = "variant", baseline: str 
         extra.append({"diff": ci.mean, "diff_lo": ci.lo, "diff_hi": ci.hi, "p_paired": p_paired,
                       "p_mw": metrics.mann_whitney(cur.to_numpy(), base.to_numpy()).p})
     return pd.concat([table, pd.DataFrame(extra)], axis=1)
+
+
+#: The columns of the chapter's results tables: (stored column, title, scale, decimals).
+RESULT_COLUMNS = (("test_acc", "test accuracy (%)", 100, 1), ("cer", "CER (test errors)", 1, 0),
+                  ("gen_gap", "generalisation gap (points)", 100, 1), ("ece", "ECE (%)", 100, 1))
+
+
+def results_table(frame: pd.DataFrame, by: list[str], labels: dict | None = None,
+                  level: float = 0.95) -> pd.DataFrame:
+    """The chapter's results tables (Tables 1–3, 7–9 analogues): per group of ``by`` columns, each
+    of :data:`RESULT_COLUMNS` after the last mega-batch as "mean ± half-width" of the Student-t
+    ``level`` interval over seeds (:func:`zaplib.metrics.mean_ci`; no half-width for one seed), and
+    the number of seeds. ``labels`` renames the ``variant`` column's values. Descriptive: the
+    verdicts are the claims table's."""
+    rows = []
+    for key, group in frame.groupby(by, sort=False):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        for column, title, scale, digits in RESULT_COLUMNS:
+            ci = metrics.mean_ci(group.groupby("seed")[column].mean().to_numpy(float), level)
+            half = "" if math.isnan(ci.half_width) else f" ± {scale * ci.half_width:.{digits}f}"
+            row[title] = f"{scale * ci.mean:.{digits}f}{half}"
+        row["seeds"] = group["seed"].nunique()
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if labels and "variant" in table:
+        table["variant"] = [labels.get(v, v) for v in table["variant"]]
+    return table
 
 
 # ---------------------------------------------------------------------------------------------
