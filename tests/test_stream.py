@@ -203,35 +203,3 @@ def test_noisy_labels_rates(gen):
     for rate in (0.2, 0.4):
         changed = float((corruptions.noisy_labels(y, rate, 10, gen) != y).float().mean())
         assert changed == pytest.approx(rate * 0.9, abs=0.015)  # uniform draw may keep the label
-
-
-def test_chapter_plan_shares_runs_and_orders_by_cost():
-    from zaplib import runner
-
-    params = runner.resolve_params("lure", profile="smoke")
-    plan = stream.chapter_configs(params)
-    assert len(plan["main"]) == len(params["methods"]) * len(params["seeds"])
-    main_hashes = {runner.config_hash(c) for c in plan["main"]}
-    # LURE at the default fraction/criterion in the ablations is the Table 1 run itself
-    assert runner.config_hash(plan["fraction"][0]) in main_hashes
-    assert sum(runner.config_hash(c) in main_hashes for c in plan["criterion"]) == 2  # snip + bl
-    unique = stream.unique_configs(plan)
-    assert len(unique) == len({runner.config_hash(c) for cs in plan.values() for c in cs})
-    costs = [stream.estimated_cost(c) for c in unique]
-    assert costs == sorted(costs, reverse=True)
-    assert {stream.variant_name(c) for c in plan["main"]} == set(params["methods"])
-    assert stream.variant_name(stream.make_config(method="sp", sp_form="fresh", sp_shrink=0.4,
-                                                  sp_perturb=0.1)) == "sp_fresh"
-    assert stream.variant_name(stream.make_config(method="lure", reset_init="model")) == "lure_model_init"
-
-
-def test_compare_pairs_by_seed():
-    import pandas as pd
-
-    frame = pd.DataFrame({"variant": ["bl"] * 3 + ["lure"] * 3, "seed": [0, 1, 2] * 2,
-                          "acc": [0.5, 0.6, 0.7, 0.55, 0.66, 0.74]})
-    out = stream.compare(frame, "acc").set_index("variant")
-    assert out.loc["lure", "diff"] == pytest.approx(0.05)
-    assert np.isnan(out.loc["bl", "diff"])
-    assert out.loc["lure", "diff_lo"] > 0  # paired differences 0.05, 0.06, 0.04: clearly positive
-    assert out.loc["lure", "mean"] == pytest.approx(0.65)

@@ -2,7 +2,9 @@
 
 One function, :func:`run_stream`, trains one model through one stream under one method and returns
 tidy tables; it is a pure function of its JSON config (:func:`make_config`), so the results store
-(:class:`zaplib.store.Store`) can cache it and :func:`zaplib.store.sweep` can fan it out.
+(:class:`zaplib.store.Store`) can cache it and :func:`zaplib.store.sweep` can fan it out. The
+chapter's stored experiment, its variants, configs and claims live in
+:mod:`zaplib.experiments.lure`.
 
 The stream (LURE §3 "Learn", §4, App. A.2; Caccia et al. 2021):
 
@@ -41,7 +43,6 @@ import copy
 import time
 from collections.abc import Iterator, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -49,7 +50,6 @@ from torch import nn
 
 from . import corruptions, data, metrics, models, probes, resets, samplers, train
 from . import get_device
-from .store import config_hash, experiment
 
 METHODS = ("bl", "sp", "llf", "lure", "scratch")
 REPLAYS = ("full", "buffered", "none")
@@ -317,10 +317,8 @@ def _test_metrics(model, x, y, batch_size) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# The experiment
+# One run of the stream
 # ---------------------------------------------------------------------------------------------
-# version 2: seeds from samplers.generator, inits via models.build, data via data.subset (issue 12)
-@experiment("lure_stream", version=2)  # = EXPERIMENT, which is defined with the chapter plan below
 def run_stream(config: dict, device=None, progress: bool = False, stage_callback=None) -> dict:
     """Train one model through one ALMA stream (see the module docstring) and return tidy tables:
 
@@ -459,144 +457,6 @@ def run_stream(config: dict, device=None, progress: bool = False, stage_callback
     return results
 
 
-# ---------------------------------------------------------------------------------------------
-# The chapter's experiment plan and its summaries (book/lure.ipynb)
-# ---------------------------------------------------------------------------------------------
-EXPERIMENT = "lure_stream"
-
-#: Named methods of the chapter: config overrides on top of the shared stream settings.
-VARIANTS: dict[str, dict] = {
-    "bl": {"method": "bl"},
-    "sp": {"method": "sp", "sp_form": "noise", "sp_shrink": 0.3, "sp_perturb": 0.001},  # LURE code
-    "sp_paper": {"method": "sp", "sp_form": "noise", "sp_shrink": 0.4, "sp_perturb": 0.001},  # LURE text
-    "sp_fresh": {"method": "sp", "sp_form": "fresh", "sp_shrink": 0.4, "sp_perturb": 0.1},  # Ash & Adams
-    "llf": {"method": "llf"},
-    "lure": {"method": "lure"},
-    "lure_model_init": {"method": "lure", "reset_init": "model"},
-    "scratch": {"method": "scratch"},
-}
-VARIANT_LABELS = {
-    "bl": "BL (warm start)", "sp": "S&P (LURE code: 0.3θ + 0.001ε)",
-    "sp_paper": "S&P (LURE text: 0.4θ + 0.001ε)", "sp_fresh": "S&P (Ash & Adams: 0.4θ + 0.1θ_fresh)",
-    "llf": "LLF (layer3, layer4, fc)", "lure": "LURE (SNIP, 20 %)",
-    "lure_model_init": "LURE (model's own init)", "scratch": "from scratch",
-}
-
-
-def variant_name(config: dict) -> str:
-    """The :data:`VARIANTS` name whose overrides ``config`` matches, else its method."""
-    # most specific first, so "lure_model_init" wins over "lure"
-    for name, over in sorted(VARIANTS.items(), key=lambda item: -len(item[1])):
-        if all(config.get(k) == v for k, v in over.items()):
-            return name
-    return config["method"]
-
-
-def chapter_configs(params: dict) -> dict[str, list[dict]]:
-    """Every run of the chapter, by section, from its resolved parameters (``zaplib.chapters``).
-
-    Sections: ``main`` (Table 1: full replay, ``methods`` × ``seeds``, with the robustness probes),
-    ``replay`` (Tables 2–3: each of ``replays`` × ``replay_methods``), ``fraction`` (Table 7),
-    ``criterion`` (Table 8), ``long`` (Table 4), ``arch`` (Table 6), ``noise`` (§6.3 / Table 9;
-    ``ablation_seeds``),
-    ``grid`` (§7.3). A run shared by two sections (e.g. LURE at 20 % in Tables 1 and 7) has one
-    config, so it is computed once."""
-    p = params
-
-    def opt(v):
-        return None if v in (0, None) else v
-
-    shared = dict(dataset=p["dataset"], model=p["model"], width=p["width"], n_pool=opt(p["n_pool"]),
-                  n_test=opt(p["n_test"]), n_megabatches=p["n_megabatches"], epochs=p["epochs"],
-                  lr_milestones=list(p["lr_milestones"]), batch_size=p["batch_size"], lr=p["lr"],
-                  weight_decay=p["weight_decay"], buffer_size=p["buffer_size"],
-                  score_size=p["score_size"])
-    probe_settings = dict(corruptions=list(p["corruptions"]),
-                  corruption_severities=list(p["corruption_severities"]),
-                  n_corruption=p["n_corruption"], pgd_eps=[e / 255 for e in p["pgd_eps"]],
-                  n_pgd=p["n_pgd"], weight_noise=list(p["weight_noise"]),
-                  weight_noise_repeats=p["weight_noise_repeats"], n_weight_noise=p["n_weight_noise"])
-
-    def cfg(variant, seed, probe=False, **over):
-        return make_config(**{**shared, **(probe_settings if probe else {}), **VARIANTS[variant],
-                              **over, "seed": seed})
-
-    main = [cfg(v, s, probe=True) for v in p["methods"] for s in p["seeds"]]
-    main_by_key = {(variant_name(c), c["seed"]): c for c in main}
-
-    def reuse(variant, seed, **over):
-        """The main-table run when ``over`` changes nothing it has, else a new probe-free run."""
-        plain = cfg(variant, seed, **over)
-        hit = main_by_key.get((variant, seed))
-        if hit is not None and all(hit[k] == v for k, v in plain.items() if k not in probe_settings):
-            return hit
-        return plain
-
-    short = p["short_megabatches"]
-    plan = {
-        "main": main,
-        "replay": [cfg(v, s, replay=r) for r in p["replays"] for v in p["replay_methods"]
-                   for s in p["seeds"]],
-        "fraction": [reuse("lure", s, reset_fraction=f) for f in p["reset_fractions"]
-                     for s in p["ablation_seeds"]],
-        "criterion": [reuse("lure", s, criterion=c, n_megabatches=short) for c in p["criteria"]
-                      for s in p["ablation_seeds"]]
-        + [reuse("bl", s, n_megabatches=short) for s in p["ablation_seeds"] if p["criteria"]],
-        "long": [cfg(v, s, n_megabatches=t) for t in p["long_megabatches"] for v in p["replay_methods"]
-                 for s in p["seeds"]],
-        "arch": [reuse(v, s, model=a, n_megabatches=short) for a in p["architectures"]
-                 for v in p["replay_methods"] for s in p["seeds"]],
-        "noise": [reuse(v, s, label_noise=r, n_megabatches=short) for r in p["label_noise"]
-                  for v in p["noise_methods"] for s in p["ablation_seeds"]],
-        "grid": [reuse(v, s, lr=lr, weight_decay=wd, n_megabatches=short) for lr in p["lr_grid"]
-                 for wd in p["wd_grid"] for v in p["grid_methods"] for s in p["grid_seeds"]],
-    }
-    return plan
-
-
-def estimated_cost(config: dict) -> float:
-    """Training image-steps of a run (for ordering a sweep longest first)."""
-    t = config["n_megabatches"]
-    per = (config["n_pool"] or 50000) // t * (1 - config["val_fraction"])
-    units = {"full": t * (t + 1) / 2, "none": t, "buffered": t * 1.1}[config["replay"]]
-    scale = {"resnet18": (config["width"] / 64) ** 2}.get(config["model"], 2.0)
-    return per * units * config["epochs"] * scale
-
-
-def unique_configs(plan: dict[str, list[dict]]) -> list[dict]:
-    """All configs of a plan once each, most expensive first (so a sweep's workers end together)."""
-    seen = {}
-    for configs in plan.values():
-        for c in configs:
-            seen.setdefault(config_hash(c), c)
-    return sorted(seen.values(), key=estimated_cost, reverse=True)
-
-
-def compare(frame: pd.DataFrame, value: str, by: str = "variant", baseline: str = "bl",
-            pair: str = "seed", level: float = 0.95) -> pd.DataFrame:
-    """Per group of ``by``: n, mean and t-interval of ``value`` (:func:`zaplib.metrics.summarise`),
-    plus the difference to ``baseline`` paired by ``pair`` (seed): mean, t-interval, paired t-test
-    p-value (``scipy.stats.ttest_rel``) and the Mann–Whitney p-value of the unpaired samples."""
-    from scipy import stats
-
-    table = metrics.summarise(frame, by, value, level)
-    base = frame[frame[by] == baseline].set_index(pair)[value]
-    extra = []
-    for group in table[by]:
-        cur = frame[frame[by] == group].set_index(pair)[value]
-        common = cur.index.intersection(base.index)
-        if group == baseline or len(common) == 0:
-            extra.append({"diff": np.nan, "diff_lo": np.nan, "diff_hi": np.nan, "p_paired": np.nan,
-                          "p_mw": np.nan})
-            continue
-        d = cur.loc[common] - base.loc[common]
-        ci = metrics.mean_ci(d.to_numpy(), level)
-        p_paired = float(stats.ttest_rel(cur.loc[common], base.loc[common]).pvalue) if len(d) > 1 else np.nan
-        extra.append({"diff": ci.mean, "diff_lo": ci.lo, "diff_hi": ci.hi, "p_paired": p_paired,
-                      "p_mw": metrics.mann_whitney(cur.to_numpy(), base.to_numpy()).p})
-    return pd.concat([table, pd.DataFrame(extra)], axis=1)
-
-
 __all__ = [
     "METHODS",
     "REPLAYS",
@@ -608,12 +468,4 @@ __all__ = [
     "model_config",
     "apply_method",
     "run_stream",
-    "EXPERIMENT",
-    "VARIANTS",
-    "VARIANT_LABELS",
-    "variant_name",
-    "chapter_configs",
-    "estimated_cost",
-    "unique_configs",
-    "compare",
 ]

@@ -1,7 +1,12 @@
-"""Chapter "Learn, unlearn, relearn" (``book/lure.ipynb``): its claims, parameters and profiles.
+"""Chapter "Learn, unlearn, relearn" (``book/lure.ipynb``): its experiment, configs, claims,
+parameters and profiles.
 
 The chapter reproduces *Learn, Unlearn and Relearn* (LURE; Ramkumar et al. 2023) on an ALMA
-mega-batch stream (:mod:`zaplib.stream` holds the stream and the methods).
+mega-batch stream. The stream, the methods (BL, S&P, LLF, LURE) and the loop are mechanisms of
+:mod:`zaplib.stream`; this module holds what is the chapter's own: the stored experiment
+:data:`EXPERIMENT` (:func:`run`), the named method variants, the plan of runs
+(:func:`configs`), how the notebook reads them (:func:`section_reader`) and the claims
+(:data:`CLAIMS`, :func:`claim_frames`, :func:`preconditions`).
 
 **Design.** The unit of replication is the training seed (column ``seed``). Every method of a seed
 trains on the same stream (one shuffle by ``order_seed``, the same for every run) from the same
@@ -12,11 +17,251 @@ initialisation (:func:`zaplib.models.build` seeded by ``seed``), so the arms of 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
-from .. import report
+from .. import metrics, report, stream
 from ..chapters import Chapter
+from ..store import Store, config_hash, experiment
+
+# ---------------------------------------------------------------------------------------------
+# The stored experiment
+# ---------------------------------------------------------------------------------------------
+EXPERIMENT = "lure_stream"
+
+
+# version 2: seeds from samplers.generator, inits via models.build, data via data.subset (issue 12)
+@experiment(EXPERIMENT, version=2)
+def run(config: dict) -> dict:
+    """One stored run: :func:`zaplib.stream.run_stream` on ``config`` (a complete
+    :func:`zaplib.stream.make_config` dict), returning its tables (``megabatches``, ``epochs``,
+    ``reliability``, ``summary`` and the configured probes)."""
+    return stream.run_stream(config)
+
+
+#: Named methods of the chapter: config overrides on top of the shared stream settings.
+VARIANTS: dict[str, dict] = {
+    "bl": {"method": "bl"},
+    "sp": {"method": "sp", "sp_form": "noise", "sp_shrink": 0.3, "sp_perturb": 0.001},  # LURE code
+    "sp_paper": {"method": "sp", "sp_form": "noise", "sp_shrink": 0.4, "sp_perturb": 0.001},  # LURE text
+    "sp_fresh": {"method": "sp", "sp_form": "fresh", "sp_shrink": 0.4, "sp_perturb": 0.1},  # Ash & Adams
+    "llf": {"method": "llf"},
+    "lure": {"method": "lure"},
+    "lure_model_init": {"method": "lure", "reset_init": "model"},
+    "scratch": {"method": "scratch"},
+}
+VARIANT_LABELS = {
+    "bl": "BL (warm start)", "sp": "S&P (LURE code: 0.3θ + 0.001ε)",
+    "sp_paper": "S&P (LURE text: 0.4θ + 0.001ε)", "sp_fresh": "S&P (Ash & Adams: 0.4θ + 0.1θ_fresh)",
+    "llf": "LLF (layer3, layer4, fc)", "lure": "LURE (SNIP, 20 %)",
+    "lure_model_init": "LURE (model's own init)", "scratch": "from scratch",
+}
+
+
+def variant_name(config: dict) -> str:
+    """The :data:`VARIANTS` name whose overrides ``config`` matches, else its method."""
+    # most specific first, so "lure_model_init" wins over "lure"
+    for name, over in sorted(VARIANTS.items(), key=lambda item: -len(item[1])):
+        if all(config.get(k) == v for k, v in over.items()):
+            return name
+    return config["method"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan of runs
+# ---------------------------------------------------------------------------------------------
+SECTIONS = ("main", "replay", "fraction", "criterion", "long", "arch", "noise", "grid")
+
+
+def configs(params: dict) -> dict[str, list[dict]]:
+    """Every run of the chapter, by section, from its resolved parameters (``zaplib.chapters``).
+
+    Sections (:data:`SECTIONS`): ``main`` (Table 1: full replay, ``methods`` × ``seeds``, with the
+    robustness probes), ``replay`` (Tables 2–3: each of ``replays`` × ``replay_methods``),
+    ``fraction`` (Table 7), ``criterion`` (Table 8), ``long`` (Table 4), ``arch`` (Table 6),
+    ``noise`` (§6.3 / Table 9; ``ablation_seeds``), ``grid`` (§7.3). A run shared by two sections
+    (e.g. LURE at 20 % in Tables 1 and 7) has one config, so it is computed once."""
+    p = params
+
+    def opt(v):
+        return None if v in (0, None) else v
+
+    shared = dict(dataset=p["dataset"], model=p["model"], width=p["width"], n_pool=opt(p["n_pool"]),
+                  n_test=opt(p["n_test"]), n_megabatches=p["n_megabatches"], epochs=p["epochs"],
+                  lr_milestones=list(p["lr_milestones"]), batch_size=p["batch_size"], lr=p["lr"],
+                  weight_decay=p["weight_decay"], buffer_size=p["buffer_size"],
+                  score_size=p["score_size"])
+    probe_settings = dict(corruptions=list(p["corruptions"]),
+                          corruption_severities=list(p["corruption_severities"]),
+                          n_corruption=p["n_corruption"], pgd_eps=[e / 255 for e in p["pgd_eps"]],
+                          n_pgd=p["n_pgd"], weight_noise=list(p["weight_noise"]),
+                          weight_noise_repeats=p["weight_noise_repeats"],
+                          n_weight_noise=p["n_weight_noise"])
+
+    def cfg(variant, seed, probe=False, **over):
+        return stream.make_config(**{**shared, **(probe_settings if probe else {}), **VARIANTS[variant],
+                                     **over, "seed": seed})
+
+    main = [cfg(v, s, probe=True) for v in p["methods"] for s in p["seeds"]]
+    main_by_key = {(variant_name(c), c["seed"]): c for c in main}
+
+    def reuse(variant, seed, **over):
+        """The main-table run when ``over`` changes nothing it has, else a new probe-free run."""
+        plain = cfg(variant, seed, **over)
+        hit = main_by_key.get((variant, seed))
+        if hit is not None and all(hit[k] == v for k, v in plain.items() if k not in probe_settings):
+            return hit
+        return plain
+
+    short = p["short_megabatches"]
+    return {
+        "main": main,
+        "replay": [cfg(v, s, replay=r) for r in p["replays"] for v in p["replay_methods"]
+                   for s in p["seeds"]],
+        "fraction": [reuse("lure", s, reset_fraction=f) for f in p["reset_fractions"]
+                     for s in p["ablation_seeds"]],
+        "criterion": [reuse("lure", s, criterion=c, n_megabatches=short) for c in p["criteria"]
+                      for s in p["ablation_seeds"]]
+        + [reuse("bl", s, n_megabatches=short) for s in p["ablation_seeds"] if p["criteria"]],
+        "long": [cfg(v, s, n_megabatches=t) for t in p["long_megabatches"] for v in p["replay_methods"]
+                 for s in p["seeds"]],
+        "arch": [reuse(v, s, model=a, n_megabatches=short) for a in p["architectures"]
+                 for v in p["replay_methods"] for s in p["seeds"]],
+        "noise": [reuse(v, s, label_noise=r, n_megabatches=short) for r in p["label_noise"]
+                  for v in p["noise_methods"] for s in p["ablation_seeds"]],
+        "grid": [reuse(v, s, lr=lr, weight_decay=wd, n_megabatches=short) for lr in p["lr_grid"]
+                 for wd in p["wd_grid"] for v in p["grid_methods"] for s in p["grid_seeds"]],
+    }
+
+
+def estimated_cost(config: dict) -> float:
+    """Training image-steps of a run (for ordering a sweep longest first)."""
+    t = config["n_megabatches"]
+    per = (config["n_pool"] or 50000) // t * (1 - config["val_fraction"])
+    units = {"full": t * (t + 1) / 2, "none": t, "buffered": t * 1.1}[config["replay"]]
+    scale = {"resnet18": (config["width"] / 64) ** 2}.get(config["model"], 2.0)
+    return per * units * config["epochs"] * scale
+
+
+def unique_configs(plan: dict[str, list[dict]]) -> list[dict]:
+    """All configs of a plan once each, most expensive first (so a sweep's workers end together)."""
+    seen = {}
+    for section in plan.values():
+        for c in section:
+            seen.setdefault(config_hash(c), c)
+    return sorted(seen.values(), key=estimated_cost, reverse=True)
+
+
+def sgd_steps(params: dict, n_pool: int = 50000) -> dict[str, int]:
+    """SGD steps per run under full replay, from the chapter's parameters: on the ``first`` and
+    ``last`` mega-batch and in ``total`` (the prose's scale statements; ``n_pool`` when the
+    parameter is 0 = all), and the ``images`` (image-steps) of one run."""
+    pool = params["n_pool"] or n_pool
+    t, epochs, batch = params["n_megabatches"], params["epochs"], params["batch_size"]
+    n_train = round(0.9 * (pool // t))  # stream.cut_stream's 90/10 split of each mega-batch
+    per_stage = [math.ceil(k * n_train / batch) * epochs for k in range(1, t + 1)]
+    return {"first": per_stage[0], "last": per_stage[-1], "total": sum(per_stage),
+            "images": sum(k * n_train * epochs for k in range(1, t + 1))}
+
+
+#: Training throughput of a width-64 CIFAR ResNet-18 (batch 128, 2 threads) measured on this
+#: project's 2-core CPU machines (reference notes, "Speed anchors"): the prose's estimate of what
+#: one run of the ``paper`` profile would cost without a GPU.
+CPU_IMAGES_PER_SECOND = 34.0
+
+#: The settings a page names when it says how its profile is scaled down from ``paper``.
+SCALE_SETTINGS = ("seeds", "width", "n_pool", "n_test", "n_megabatches", "epochs", "lr_milestones",
+                  "buffer_size")
+
+
+def _shown(name: str, value) -> str:
+    if name in ("n_pool", "n_test") and value == 0:
+        return "all"
+    if isinstance(value, (list, tuple)) and not value:
+        return "none"
+    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def scale_sentence(params: dict, paper: dict) -> str:
+    """"This page shows the <profile> profile; scaled down from the paper profile (in brackets):
+    ..." over :data:`SCALE_SETTINGS` — the sentence each page puts next to its first figure."""
+    scaled = [f"{name.replace('_', ' ')} {_shown(name, params[name])} ({_shown(name, paper[name])})"
+              for name in SCALE_SETTINGS if params[name] != paper[name]]
+    head = f"This page shows the {params['profile']} profile"
+    return head + (f"; scaled down from the paper profile (in brackets): {'; '.join(scaled)}." if scaled else ".")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the stored runs
+# ---------------------------------------------------------------------------------------------
+def section_reader(store: Store, plan: dict[str, list[dict]]) -> Callable[[str, str], pd.DataFrame]:
+    """``read(section, table="summary")``: the stored table of every run of a plan section, the
+    config's keys as columns plus ``variant`` (:func:`variant_name`); an empty frame when the
+    profile has no run in that section."""
+
+    def read(section: str, table: str = "summary") -> pd.DataFrame:
+        if not plan[section]:
+            return pd.DataFrame()
+        frame = store.table(EXPERIMENT, table, configs=plan[section])
+        frame["variant"] = [variant_name(row) for row in frame.to_dict("records")]
+        return frame
+
+    return read
+
+
+def compare(frame: pd.DataFrame, value: str, by: str = "variant", baseline: str = "bl",
+            pair: str = "seed", level: float = 0.95) -> pd.DataFrame:
+    """Per group of ``by``: n, mean and t-interval of ``value`` (:func:`zaplib.metrics.summarise`),
+    plus the difference to ``baseline`` paired by ``pair`` (seed): mean, t-interval, paired t-test
+    p-value (``scipy.stats.ttest_rel``) and the Mann–Whitney p-value of the unpaired samples.
+    Descriptive (the chapter's tables); verdicts come from :data:`CLAIMS` via :mod:`zaplib.report`."""
+    table = metrics.summarise(frame, by, value, level)
+    base = frame[frame[by] == baseline].set_index(pair)[value]
+    extra = []
+    for group in table[by]:
+        cur = frame[frame[by] == group].set_index(pair)[value]
+        common = cur.index.intersection(base.index)
+        if group == baseline or len(common) == 0:
+            extra.append({"diff": np.nan, "diff_lo": np.nan, "diff_hi": np.nan, "p_paired": np.nan,
+                          "p_mw": np.nan})
+            continue
+        d = cur.loc[common] - base.loc[common]
+        ci = metrics.mean_ci(d.to_numpy(), level)
+        p_paired = float(stats.ttest_rel(cur.loc[common], base.loc[common]).pvalue) if len(d) > 1 else np.nan
+        extra.append({"diff": ci.mean, "diff_lo": ci.lo, "diff_hi": ci.hi, "p_paired": p_paired,
+                      "p_mw": metrics.mann_whitney(cur.to_numpy(), base.to_numpy()).p})
+    return pd.concat([table, pd.DataFrame(extra)], axis=1)
+
+
+#: The columns of the chapter's results tables: (stored column, title, scale, decimals).
+RESULT_COLUMNS = (("test_acc", "test accuracy (%)", 100, 1), ("cer", "CER (test errors)", 1, 0),
+                  ("gen_gap", "generalisation gap (points)", 100, 1), ("ece", "ECE (%)", 100, 1))
+
+
+def results_table(frame: pd.DataFrame, by: list[str], labels: dict | None = None,
+                  level: float = 0.95) -> pd.DataFrame:
+    """The chapter's results tables (Tables 1–3, 7–9 analogues): per group of ``by`` columns, each
+    of :data:`RESULT_COLUMNS` after the last mega-batch as "mean ± half-width" of the Student-t
+    ``level`` interval over seeds (:func:`zaplib.metrics.mean_ci`; no half-width for one seed), and
+    the number of seeds. ``labels`` renames the ``variant`` column's values. Descriptive: the
+    verdicts are the claims table's."""
+    rows = []
+    for key, group in frame.groupby(by, sort=False):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        for column, title, scale, digits in RESULT_COLUMNS:
+            ci = metrics.mean_ci(group.groupby("seed")[column].mean().to_numpy(float), level)
+            half = "" if math.isnan(ci.half_width) else f" ± {scale * ci.half_width:.{digits}f}"
+            row[title] = f"{scale * ci.mean:.{digits}f}{half}"
+        row["seeds"] = group["seed"].nunique()
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if labels and "variant" in table:
+        table["variant"] = [labels.get(v, v) for v in table["variant"]]
+    return table
+
 
 # ---------------------------------------------------------------------------------------------
 # The claims, declared before the runs that test them (zaplib.report has the verdict rule)
@@ -99,6 +344,10 @@ CLAIMS: list[report.Claim] = [
             "random", a="snip", condition="criterion"),
 ]
 
+#: Claims tested on the full-replay Table 1 runs (section ``main``), one summary row per run.
+MAIN_CLAIMS = ("lure_vs_bl", "lure_vs_sp", "lure_vs_llf", "lure_cer", "lure_gap", "lure_ece",
+               "lure_vs_sp_paper", "lure_vs_sp_fresh")
+
 
 def preconditions(megabatches: pd.DataFrame) -> list[report.Precondition]:
     """The regime check every claim carries: BL's training accuracy at the carried epoch of the
@@ -109,6 +358,54 @@ def preconditions(megabatches: pd.DataFrame) -> list[report.Precondition]:
     last = bl[bl["megabatch"] == bl["megabatch"].max()] if len(bl) else bl
     measured = float(last.groupby("seed")["train_acc"].mean().mean()) if len(last) else math.nan
     return [report.Precondition.at_least(REGIME, measured, REGIME_MIN_TRAIN_ACC)]
+
+
+def _probed(main: pd.DataFrame, key: str) -> bool:
+    """Whether the Table 1 runs carry the probe whose config list is ``key`` (e.g. ``pgd_eps``)."""
+    return len(main) > 0 and key in main.columns and len(main[key].iloc[0]) > 0
+
+
+def _rows(frame: pd.DataFrame | None, keep) -> pd.DataFrame | None:
+    """The rows of ``frame`` where ``keep(frame)`` holds; None when nothing is left (not run)."""
+    if frame is None or frame.empty:
+        return None
+    kept = frame[keep(frame)]
+    return kept if len(kept) else None
+
+
+def claim_frames(read: Callable[[str, str], pd.DataFrame]) -> dict[str, pd.DataFrame | None]:
+    """One tidy frame per claim of :data:`CLAIMS`, by id, from ``read(section, table)``
+    (:func:`section_reader`): one row per run (or per run × probe cell, averaged within the seed
+    by :func:`zaplib.report.evaluate`) with ``seed``, the claim's condition column and its metric;
+    None where the profile does not run the claim."""
+    main = read("main", "summary")
+    replay = read("replay", "summary")
+    noise = read("noise", "summary")
+    criterion = read("criterion", "summary")
+    frames: dict[str, pd.DataFrame | None] = {cid: (main if len(main) else None) for cid in MAIN_CLAIMS}
+    frames["lure_no_replay"] = _rows(replay, lambda f: f["replay"] == "none")
+    frames["lure_buffered"] = _rows(replay, lambda f: f["replay"] == "buffered")
+    # mean corruption accuracy: every corruption × severity cell of a run, averaged within the seed
+    corrupted = read("main", "corruptions") if _probed(main, "corruptions") else None
+    frames["lure_corruptions"] = _rows(corrupted, lambda f: f["corruption"] != "clean")
+    pgd = read("main", "pgd") if _probed(main, "pgd_eps") else None
+    frames["lure_pgd"] = _rows(pgd, lambda f: np.isclose(f["eps_255"], f["eps_255"].max()))
+    frames["lure_flatness"] = None
+    if _probed(main, "weight_noise"):
+        train = read("main", "weight_noise").query("split == 'train'")
+        acc = train.groupby(["variant", "seed", "sigma"])["acc"].mean().unstack("sigma")
+        # σ = 0 is the unperturbed model (probes.weight_noise_table): the drop at the largest σ
+        frames["lure_flatness"] = (acc[0.0] - acc[acc.columns.max()]).rename("drop").reset_index()
+    for rate, cid in ((0.2, "lure_noise_20"), (0.4, "lure_noise_40")):
+        frames[cid] = _rows(noise, lambda f, r=rate: np.isclose(f["label_noise"], r))
+    fraction = read("fraction", "summary")
+    for cid in ("fraction_20_vs_5", "fraction_20_vs_10", "fraction_20_vs_30", "fraction_20_vs_40"):
+        frames[cid] = fraction if len(fraction) else None
+    for cid in ("snip_vs_fisher", "snip_vs_magnitude", "snip_vs_random"):
+        # the criterion section's BL runs have the default criterion too: LURE runs only
+        frames[cid] = _rows(criterion, lambda f: f["method"] == "lure")
+    return frames
+
 
 CHAPTER = Chapter(
     experiments=("lure_stream",),
@@ -141,7 +438,7 @@ CHAPTER = Chapter(
         "buffer_size": (int, 9, "buffered replay: examples added to the buffer per mega-batch (paper: 186 of 5,625; code: 182)"),
         "score_size": (int, 100, "images LURE scores saliency on (code: one batch of 100)"),
         "methods": (list[str], ["bl", "sp", "sp_fresh", "llf", "lure"],
-                    "methods of Table 1 (zaplib.stream.VARIANTS)"),
+                    "methods of Table 1 (zaplib.experiments.lure.VARIANTS)"),
         "replays": (list[str], ["none", "buffered"], "replay modes besides full (Tables 2–3)"),
         "replay_methods": (list[str], ["bl", "lure"],
                            "methods of Tables 2–4 and 6"),
