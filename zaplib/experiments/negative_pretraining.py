@@ -1,10 +1,113 @@
-"""Chapter module of ``book/negative_pretraining.ipynb``: its parameters and profiles."""
+"""Chapter "The negative pre-training effect and three ways to fix it"
+(``book/negative_pretraining.ipynb``; Zilly et al. 2021, ``shared/papers/negative-pretraining-effect.txt``).
+
+This module holds the chapter's parameters and profiles (:data:`CHAPTER`) and its claims
+(:data:`CLAIMS`), declared before the runs that test them (issue 12). The mechanisms — learning
+paths as data, the loop that follows one — live in :mod:`zaplib.learning_paths`.
+
+**Design of the claims.** The unit of replication is the seed. Within a seed every condition
+starts from the same network (``models.build`` seeded by the run's seed), the same train /
+validation / test split (``data_seed`` 0) and, step for step, the same batch order
+(``samplers.generator(seed, "step", i, "train")``), so every comparison is *paired by seed*
+(paired t; Wilcoxon signed-rank as robustness). The metric is the paper's y-axis, the final test
+loss on clean images (nats), unless a claim says otherwise. Conditions are named by the *arms*
+below, not by the profile's learning-rate labels, so the declarations do not depend on a profile.
+"""
 from __future__ import annotations
 
+from .. import report
 from ..chapters import Chapter
 
+EXPERIMENT = "negative_pretraining"
+
+# ---------------------------------------------------------------------------------------------
+# Arms: the conditions the claims compare (each maps onto one (group, condition) of the plan)
+# ---------------------------------------------------------------------------------------------
+CLEAN_ONLY = "clean only"                          # baseline: the clean target task only
+BLUR_CLEAN = "blur → clean"                        # A at η → η, identical to C's [No, No]
+CLEAN_CLEAN = "clean → clean"                      # own control: the first phase on clean images
+HIGHER_RATE_TASK2 = "η → higher η on task 2"       # A: default rate, then lr·max(lr_factors) > lr
+HIGHER_RATE_BOTH = "higher η on both tasks"        # A: lr·max(lr_factors) throughout
+LOWER_RATE_TASK2 = "η → lower η on task 2"         # A: default rate, then lr·min(lr_factors) < lr
+BIAS_NO_NO, BIAS_YES_NO, BIAS_YES_YES = "[No, No]", "[Yes, No]", "[Yes, Yes]"  # C: before [task 1, task 2]
+
+
+def finest(kind: str) -> str:
+    """The arm of the finest 1-D path of ``kind`` (N = max(n_steps) tasks)."""
+    return f"{kind} path, N = max"
+
+
+def jump(kind: str) -> str:
+    """The arm of the plain jump of ``kind`` (N = 2: source, then target)."""
+    return f"{kind} path, N = 2"
+
+
+LOSS = "test_loss"                    # final loss on the clean test set (nats), the paper's y-axis
+BEST_EPOCH = "last_best_epoch"        # epochs of the clean task to its best validation loss
+TRAIN_LOSS = "last_train_loss_at_best"  # training loss of the clean task at that epoch (nats)
+
+# §7 "not an optimisation issue" is a claim of *no* effect, so it needs an equivalence margin,
+# declared here before any run: ±0.05 nats of mean training cross-entropy. A change of 0.05 nats
+# is a factor e^0.05 ≈ 1.05 in the geometric-mean probability given to the true label, i.e. the
+# two networks fit their training set to within 5 % of each other — "the same level" in the
+# paper's words — whatever the absolute level the short quick budget reaches.
+TRAIN_LOSS_MARGIN = 0.05
+
+_loss = dict(metric=LOSS, paired=True, unit="seed", unit_label=" nats", digits=3)
+
+CLAIMS = [
+    # --- primary: the effect and one fix of each intervention (one Holm family) --------------
+    report.Claim("deficit", "Blur pre-training raises the final clean test loss (blur → clean vs clean only)",
+                 "clearly above the baseline on CIFAR-10 (Figs. 3, 6)", a=BLUR_CLEAN, b=CLEAN_ONLY,
+                 direction=+1, primary=True, **_loss),
+    report.Claim("fix_A_higher_rate", "A: a higher rate on the clean task lowers it (η → higher η vs η → η)",
+                 "lower; at 1e-3 → 2e-3 below the baseline (Fig. 3)", a=HIGHER_RATE_TASK2, b=BLUR_CLEAN,
+                 direction=-1, primary=True, requires=("deficit",), **_loss),
+    report.Claim("fix_B_finer_blur", "B: a finer blur path lowers it (N = max vs N = 2)",
+                 "removes most of the effect (Fig. 4)", a=finest("blur"), b=jump("blur"),
+                 direction=-1, primary=True, requires=("deficit",), **_loss),
+    report.Claim("fix_C_bias_both", "C: a bias reset before both tasks lowers it ([Yes, Yes] vs [No, No])",
+                 "clear decrease on CIFAR-10 (Fig. 6)", a=BIAS_YES_YES, b=BIAS_NO_NO,
+                 direction=-1, primary=True, requires=("deficit",), **_loss),
+    # --- exploratory -----------------------------------------------------------------------
+    # Our own control, not a claim of the paper: exploratory so that the primary family is the
+    # paper's effect and its three fixes.
+    report.Claim("control_needs_blur", "Own control: the deficit needs the blur (blur → clean vs clean → clean)",
+                 "— (not tested in the paper)", a=BLUR_CLEAN, b=CLEAN_CLEAN, direction=+1, **_loss),
+    report.Claim("A_changing_beats_constant",
+                 "A: changing the rate beats a constant high rate (η → higher η vs higher η on both)",
+                 "better in expectation, consistently across datasets (§4)", a=HIGHER_RATE_TASK2,
+                 b=HIGHER_RATE_BOTH, direction=-1, requires=("deficit",), **_loss),
+    report.Claim("A_lower_rate_worse", "A: a lower rate on the clean task raises it (η → lower η vs η → η)",
+                 "higher loss at lower rates (Fig. 3)", a=LOWER_RATE_TASK2, b=BLUR_CLEAN,
+                 direction=+1, **_loss),
+    report.Claim("B_finer_contrast", "B: a finer contrast path lowers it (N = max vs N = 2)",
+                 "removes most of the effect (Fig. 4)", a=finest("contrast"), b=jump("contrast"),
+                 direction=-1, **_loss),
+    report.Claim("B_finer_shift", "B: a finer shift path lowers it (N = max vs N = 2)",
+                 "improves further on an already good jump (Fig. 4)", a=finest("shift"), b=jump("shift"),
+                 direction=-1, **_loss),
+    report.Claim("C_bias_task1_only", "C: a bias reset before the blurred task only lowers it ([Yes, No] vs [No, No])",
+                 "removes the effect on CIFAR-10 (Fig. 6)", a=BIAS_YES_NO, b=BIAS_NO_NO,
+                 direction=-1, requires=("deficit",), **_loss),
+    report.Claim("C_longer_training",
+                 "C: a bias reset lengthens the clean task to its best validation epoch ([Yes, Yes] vs [No, No])",
+                 "+44 % epochs on CIFAR-10 (§6)", metric=BEST_EPOCH, a=BIAS_YES_YES, b=BIAS_NO_NO,
+                 direction=+1, paired=True, unit="seed", unit_label=" epochs", digits=1),
+    report.Claim("S7_train_loss_same",
+                 "§7: not an optimisation issue — the training loss at the best epoch is the same after blur "
+                 f"(blur → clean vs clean only, within ±{TRAIN_LOSS_MARGIN} nats)",
+                 "training loss reaches the same level (§7)", metric=TRAIN_LOSS, a=BLUR_CLEAN, b=CLEAN_ONLY,
+                 kind="equivalence", margin=TRAIN_LOSS_MARGIN, paired=True, unit="seed",
+                 unit_label=" nats", digits=3),
+]
+"""Every claim the chapter tests. Preconditions (measured at run time, see the notebook):
+``deficit`` needs a baseline that learns (clean test accuracy at least twice chance); the C
+claims need a bias reset that changes at least one entry; ``B_finer_contrast`` needs a contrast
+jump that ends above the baseline (there must be a contrast deficit to remove)."""
+
 CHAPTER = Chapter(
-    experiments=("negative_pretraining",),
+    experiments=(EXPERIMENT,),
     name="negative_pretraining",
     title="The negative pre-training effect and three ways to fix it",
     notebook="book/negative_pretraining.ipynb",
