@@ -188,3 +188,11 @@ def test_sweep_stops_on_a_missing_dataset_before_any_training(monkeypatch, tmp_p
     with pytest.raises(data.MissingDatasetError, match="prepare mnist"):
         N.sweep(configs, progress=False)
     assert trained == []
+
+
+def test_paired_difference_pairs_by_seed_and_averages_repeats():
+    a = pd.DataFrame({"seed": [0, 0, 1, 2, 3], "test_loss": [1.0, 3.0, 2.5, 3.0, 9.0]})  # seed 3 unpaired
+    b = pd.DataFrame({"seed": [0, 1, 2], "test_loss": [1.5, 2.0, 2.0]})
+    diff = N.paired_difference(a, b)
+    assert diff.mean == pytest.approx(np.mean([0.5, 0.5, 1.0]))
+    assert diff.lo < diff.mean < diff.hi

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import pandas as pd
 
-from .. import data, learning_paths, report
+from .. import data, learning_paths, metrics, report
 from ..chapters import Chapter
 from ..learning_paths import (ORDERS_2D, TRANSFORMS, LearningProcess, Task, baseline_path, path_1d, path_2d,
                               path_config, two_task_path)
@@ -198,6 +198,14 @@ def condition(frame: pd.DataFrame, group: str, condition: str | None = None, x=N
         keep &= frame["x"] == x
     return frame[keep].sort_values("seed")
 
+
+def paired_difference(a: pd.DataFrame, b: pd.DataFrame, value: str = "test_loss") -> metrics.Interval:
+    """Mean of ``a − b`` over the seeds both have, with its 95 % Student-t interval
+    (:func:`zaplib.metrics.mean_ci`): the descriptive number the chapter's tables show, paired by
+    seed as the claims are tested (several rows of one seed are averaged first)."""
+    both = pd.merge(a.groupby("seed")[value].mean(), b.groupby("seed")[value].mean(), on="seed",
+                    suffixes=("_a", "_b"))
+    return metrics.mean_ci(both[f"{value}_a"] - both[f"{value}_b"])
 
 # ---------------------------------------------------------------------------------------------
 # Arms: the conditions the claims compare (each maps onto one (group, condition) of the plan)
