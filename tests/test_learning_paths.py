@@ -171,31 +171,13 @@ def test_shared_prefix_memo_reproduces_fresh_run(fake_data, monkeypatch, tmp_pat
     assert np.allclose(base["norms"].query("step == 0 and moment == 'start'")["norm"].to_numpy(), norms)
 
 
-def test_chapter_plan_groups_and_dedup():
-    from zaplib.chapters import REGISTRY
-    from zaplib.runner import config_hash, resolve_params
-
-    if "negative_pretraining" not in REGISTRY:
-        pytest.skip("chapter not registered")
-    p = resolve_params("negative_pretraining", profile="smoke")
-    plan = P.chapter_plan(p)
-    groups = set(plan["group"])
-    assert {"baseline", "A", "C", "B-blur"} <= groups
-    assert len(plan.query("group == 'C'")["condition"].unique()) == 4
-    default = plan.query("group == 'A' and x == 0").iloc[0]
-    no_no = plan.query("group == 'C' and condition == '[No, No]' and seed == @default.seed").iloc[0]
-    assert config_hash(default.config) == config_hash(no_no.config)
-
-
-def test_sweep_stops_on_a_missing_dataset_before_any_training(monkeypatch, tmp_path):
-    (tmp_path / "data").mkdir()
-    monkeypatch.setenv("ZAPLIB_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("ZAPLIB_PATHS_CACHE", str(tmp_path / "memo"))
-    trained = []
-    monkeypatch.setattr(P, "_follow", lambda config, memoise_end: trained.append(config))
-    proc = P.LearningProcess(lr=0.05, max_epochs=1, batch_size=50)
-    configs = [P.path_config(P.baseline_path(name, proc), 0, {**DATA, "dataset": name}, MODEL, PROBES)
-               for name in ("mnist", "svhn")]
-    with pytest.raises(data.MissingDatasetError, match="prepare mnist"):
-        P.sweep_paths(configs, progress=False)
-    assert trained == []  # nothing ran, not even the dataset that comes first
+def test_warm_prefixes_memoises_each_shared_prefix_once(fake_data, tmp_path):
+    fixed = P.LearningProcess(lr=0.05, max_epochs=1, patience=None, restore_best=False, batch_size=50)
+    a = _config(P.two_task_path(P.Task("fake", blur=2.0), fixed, P.LearningProcess(lr=0.05, max_epochs=1, batch_size=50)))
+    b = _config(P.two_task_path(P.Task("fake", blur=2.0), fixed, P.LearningProcess(lr=0.1, max_epochs=1, batch_size=50)))
+    keys_a, keys_b = P.step_keys(a), P.step_keys(b)
+    assert keys_a[0] == keys_b[0] and keys_a[1] != keys_b[1]  # the blur phase is shared, the clean step not
+    assert P.warm_prefixes([a, b], progress=False) == 1
+    assert [f.stem for f in (tmp_path / "memo").glob("*.pt")] == [keys_a[0]]
+    assert P.warm_prefixes([a, b], progress=False) == 0  # already memoised
+    assert P.warm_prefixes([a], progress=False) == 0      # nothing shared

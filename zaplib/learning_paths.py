@@ -21,12 +21,14 @@ Ways to Fix It* (``shared/papers/negative-pretraining-effect.txt``; "the paper" 
 * §7 "why" probe: the training loss and a sharpness proxy along the way
   (:func:`zaplib.probes.perturbed_loss_sharpness`, :func:`zaplib.probes.hessian_top_eigenvalue`).
 
-An experiment run is :func:`run_path`, a pure function of a plain JSON config (see
-:func:`path_config`) that returns tidy DataFrames for :class:`zaplib.store.Store`. Paths that share
+One run is :func:`run_path`, a pure function of a plain JSON config (see :func:`path_config`)
+that returns tidy DataFrames; the chapter module :mod:`zaplib.experiments.negative_pretraining`
+declares it as the stored experiment and plans the chapter's sweep. Paths that share
 a prefix (e.g. the blur phase of several learning-rate conditions) reuse it through an on-disk memo
 (:func:`prefix_cache_dir`): each step uses its own generator seeded from (seed, step index), and the
 model is built from the seed, so a prefix computed for one path is bit-for-bit the prefix of
-another. :func:`sweep_paths` first computes the shared prefixes, then every path.
+another. :func:`warm_prefixes` computes the prefixes several paths share before the paths
+themselves run.
 
 Choices the paper leaves open (listed in the chapter's faithfulness box):
 
@@ -44,7 +46,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,9 +57,8 @@ from torch import nn
 
 from . import data, get_device, models, resets, samplers, train
 from .probes import hessian_top_eigenvalue, layer_norms, perturbed_loss_sharpness, relu_activity
-from .store import canonical_json, config_hash, experiment, sweep
+from .store import sweep
 
-EXPERIMENT = "negative_pretraining"
 TRANSFORMS = ("blur", "contrast", "shift")
 ORDERS_2D = ("first_then_second", "second_then_first", "diagonal")
 CACHE_VERSION = 2
@@ -464,8 +465,6 @@ def _save_prefix(cache: Path | None, key: str, state: dict, frames: dict) -> Non
         pass
 
 
-# version 2: seeds from samplers.generator, inits via models.build, data via data.subset (issue 12)
-@experiment(EXPERIMENT, version=2)
 def run_path(config: dict) -> dict[str, pd.DataFrame]:
     """Follow the learning path of ``config`` (:func:`path_config`) from a fresh model and return
     tidy tables (one run of the sequential learning process Ω, paper Def. 3):
@@ -523,7 +522,7 @@ def _follow(config: dict, memoise_end: bool) -> dict[str, pd.DataFrame]:
 
 def shared_prefixes(configs: Iterable[dict]) -> list[dict]:
     """Configs truncated to every proper prefix that at least two of ``configs`` share, shortest
-    first (so :func:`sweep_paths` can compute each once before the paths that continue it)."""
+    first (so :func:`warm_prefixes` can compute each once before the paths that continue it)."""
     configs = list(configs)
     count: dict[str, list] = {}
     for c in configs:
@@ -534,131 +533,30 @@ def shared_prefixes(configs: Iterable[dict]) -> list[dict]:
     return [{**v[2], "path": v[2]["path"][:v[1]]} for v in chosen]
 
 
-def sweep_paths(configs: Sequence[dict], store=None, executor=None, progress: bool = True) -> list:
-    """Run every config through :func:`zaplib.store.sweep` (results in ``store`` under
-    ``negative_pretraining``), first computing the prefixes shared by several paths into the memo
-    so parallel workers do not each recompute them. Returns the stored runs in order."""
-    configs = [json.loads(canonical_json(c)) for c in configs]
-    todo = configs if store is None else [c for c in configs if store.needs_run(EXPERIMENT, c)]
-    # A missing dataset (e.g. SVHN offline) stops the sweep before any training, not hours into it.
-    for dataset in dict.fromkeys(c["data"]["dataset"] for c in todo):
-        data.resolve(dataset)
+def warm_prefixes(configs: Sequence[dict], executor=None, progress: bool = True) -> int:
+    """Compute into the memo (:func:`prefix_cache_dir`) every prefix that at least two of
+    ``configs`` share and that is not memoised yet, through :func:`zaplib.store.sweep`, so that
+    parallel workers following the full paths afterwards do not each recompute it. Returns the
+    number of prefixes computed (0 when the memo is off)."""
     cache = prefix_cache_dir()
-    if cache is not None and todo:
-        warm = [p for p in shared_prefixes(todo)
-                if _load_prefix(cache, _prefix_key(p, len(p["path"]), get_device())) is None]
-        if warm:
-            sweep(memoise_path, warm, executor=executor, progress=progress)
-    # Longest paths first, so that two workers finish together rather than one idling at the end.
-    order = sorted(range(len(configs)), key=lambda i: -len(configs[i]["path"]))
-    done = sweep(run_path, [configs[i] for i in order], executor=executor, store=store,
-                 experiment=EXPERIMENT, progress=progress)
-    results = [None] * len(configs)
-    for position, result in zip(order, done):
-        results[position] = result
-    return results
+    if cache is None or not configs:
+        return 0
+    device = get_device()
+    todo = [p for p in shared_prefixes(configs)
+            if _load_prefix(cache, _prefix_key(p, len(p["path"]), device)) is None]
+    if todo:
+        sweep(memoise_path, todo, executor=executor, progress=progress)
+    return len(todo)
+
+
+def step_keys(config: dict) -> list[str]:
+    """One key per step of ``config``'s path, equal for two paths exactly when they share the
+    path up to and including that step (the memo's keys; used to count shared work once)."""
+    return [_prefix_key(config, n, torch.device("cpu")) for n in range(1, len(config["path"]) + 1)]
 
 
 def memoise_path(config: dict) -> dict:
-    """Follow ``config``'s path and memoise its end state as a prefix (for :func:`sweep_paths`);
+    """Follow ``config``'s path and memoise its end state as a prefix (for :func:`warm_prefixes`);
     returns an empty result."""
     _follow(config, memoise_end=True)
     return {}
-
-
-# =============================================================================================
-# 4. The chapter's plan: every condition of the three interventions as configs
-# =============================================================================================
-def _processes_from(p: dict) -> dict[str, LearningProcess]:
-    common = dict(momentum=p["momentum"], weight_decay=p["weight_decay"], batch_size=p["batch_size"])
-    main = LearningProcess(lr=p["lr"], max_epochs=p["max_epochs"], patience=p["patience"], **common)
-    disc = replace(main, max_epochs=p["disc_max_epochs"], patience=p["disc_patience"])
-
-    def first(proc: LearningProcess, lr: float | None = None) -> LearningProcess:
-        proc = proc if lr is None else replace(proc, lr=lr)
-        if p["first_epochs"] > 0:  # a fixed-length first task ending with its last weights
-            return replace(proc, max_epochs=p["first_epochs"], patience=None, restore_best=False)
-        return proc
-
-    return {"main": main, "disc": disc, "first": first}
-
-
-def chapter_plan(p: dict) -> pd.DataFrame:
-    """Every condition of the chapter as rows ``dataset, group, condition, x, seed, config``.
-
-    ``p`` holds the chapter's parameters (see ``zaplib.chapters``). Groups: ``baseline`` (clean
-    target only); ``A`` learning rates on task 1 → task 2 (constant at lr·f and lr → lr·f for each
-    factor f of ``lr_factors``, plus lr → lr); ``C`` bias reset before task 1 / task 2
-    (``bias_shift``); ``B-blur`` / ``B-contrast`` / ``B-shift`` 1-D paths with N in ``n_steps``;
-    ``B2-<a>+<b>-<order>`` 2-D paths with N in ``n_steps_2d``; ``control`` (own addition) clean →
-    clean with task 1's process, separating "a long first phase" from "a blurred first phase".
-    Identical configs in several groups run once (the store keys them by content)."""
-    procs = _processes_from(p)
-    main, disc, first = procs["main"], procs["disc"], procs["first"]
-    data_of = lambda ds: {"dataset": ds, "n_train": p["n_train"], "n_val": p["n_val"], "n_test": p["n_test"],
-                          "resolution": p["resolution"] or None, "data_seed": 0}
-    model_cfg = {"name": p["model"], "width": p["width"]}
-    if p["model"] == "small_cnn":
-        model_cfg["hidden"] = p["hidden"]
-    probes = {"n_probe": p["n_probe"], "sharpness_sigma": p["sharpness_sigma"], "hessian_iters": p["hessian_iters"]}
-    starts = {"blur": p["blur_k"], "contrast": p["contrast_start"], "shift": p["shift_start"]}
-    rows = []
-
-    def add(ds, group, condition, x, path, seeds):
-        for seed in seeds:
-            rows.append({"dataset": ds, "group": group, "condition": condition, "x": x, "seed": seed,
-                         "config": path_config(path, seed, data_of(ds), model_cfg, probes)})
-
-    lr = p["lr"]
-    for ds in p["datasets"]:
-        blurred = Task(ds, blur=p["blur_k"])
-        add(ds, "baseline", "clean only", 0, baseline_path(ds, main), p["seeds"])
-        add(ds, "A", f"{lr:g} → {lr:g}", 0, two_task_path(blurred, first(main), main), p["seeds"])
-        for i, f in enumerate(p["lr_factors"]):
-            other = lr * f
-            add(ds, "A", f"{lr:g} → {other:g}", 2 * i + 1,
-                two_task_path(blurred, first(main), replace(main, lr=other)), p["seeds"])
-            add(ds, "A", f"{other:g} → {other:g}", 2 * i + 2,
-                two_task_path(blurred, first(main, other), replace(main, lr=other)), p["seeds"])
-        for i, (b1, b2) in enumerate(((False, False), (False, True), (True, False), (True, True))):
-            add(ds, "C", f"[{'Yes' if b1 else 'No'}, {'Yes' if b2 else 'No'}]", i,
-                two_task_path(blurred, first(main), main, (b1, b2), p["bias_shift"]), p["seeds"])
-        if p["control"]:
-            add(ds, "control", "clean → clean", 0, two_task_path(Task(ds), first(main), main), p["seeds"])
-        for kind in TRANSFORMS:
-            seeds = p["seeds"] if kind == "blur" else p["disc_seeds"]
-            for n in p["n_steps"]:
-                add(ds, f"B-{kind}", f"N={n}", n, path_1d(kind, starts[kind], n, ds, first(disc), disc), seeds)
-        for pair in p["paths_2d"]:
-            a, b = pair.split("+")
-            for order in ORDERS_2D:
-                for n in p["n_steps_2d"]:
-                    add(ds, f"B2-{pair}-{order}", f"N={n}", n,
-                        path_2d((a, b), (starts[a], starts[b]), order, n, ds, first(disc), disc), p["disc_seeds"])
-    return pd.DataFrame(rows)
-
-
-def order_label(pair: str, order: str) -> str:
-    """'blur+contrast', 'first_then_second' -> 'blur then contrast' (the paper's subplot titles)."""
-    a, b = pair.split("+")
-    return {"first_then_second": f"{a} then {b}", "second_then_first": f"{b} then {a}",
-            "diagonal": "diagonal"}[order]
-
-
-def plan_tables(plan: pd.DataFrame, store, names: Sequence[str]) -> dict[str, pd.DataFrame]:
-    """Tables ``names`` of every stored run of ``plan``, each with the plan's ``dataset, group,
-    condition, x, seed`` columns (a run used by several conditions appears once per condition;
-    each run is read from the store once)."""
-    loaded: dict[str, object] = {}
-    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in names}
-    for row in plan.itertuples(index=False):
-        key = config_hash(row.config)
-        if key not in loaded:
-            loaded[key] = store.load(EXPERIMENT, row.config)
-        for name in names:
-            frame = loaded[key][name].copy()
-            for col in ("dataset", "group", "condition", "x", "seed"):
-                frame[col] = getattr(row, col)
-            frame["run"] = key
-            frames[name].append(frame)
-    return {name: pd.concat(v, ignore_index=True) for name, v in frames.items()}

@@ -15,10 +15,197 @@ below, not by the profile's learning-rate labels, so the declarations do not dep
 """
 from __future__ import annotations
 
-from .. import report
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+
+import pandas as pd
+
+from .. import data, learning_paths, metrics, report
 from ..chapters import Chapter
+from ..learning_paths import (ORDERS_2D, TRANSFORMS, LearningProcess, Task, baseline_path, path_1d, path_2d,
+                              path_config, two_task_path)
+from ..store import canonical_json, config_hash, experiment
+from ..store import sweep as store_sweep
 
 EXPERIMENT = "negative_pretraining"
+
+# ---------------------------------------------------------------------------------------------
+# The stored run and the chapter's sweep
+# ---------------------------------------------------------------------------------------------
+# version 2: seeds from samplers.generator, inits via models.build, data via data.subset (issue 12)
+@experiment(EXPERIMENT, version=2)
+def run(config: dict) -> dict[str, pd.DataFrame]:
+    """One stored run: follow the learning path of ``config`` (:func:`zaplib.learning_paths.path_config`)
+    from a fresh model, :func:`zaplib.learning_paths.run_path` (paper Def. 3); tables ``final``,
+    ``steps``, ``records``, ``probes``, ``norms``, ``activity``."""
+    return learning_paths.run_path(config)
+
+
+def sweep(configs: Sequence[dict], store=None, executor=None, progress: bool = True) -> list:
+    """Run every config through :func:`zaplib.store.sweep` (results in ``store`` under
+    :data:`EXPERIMENT`), first computing the prefixes shared by several paths into the memo
+    (:func:`zaplib.learning_paths.warm_prefixes`). Returns the stored runs in order."""
+    configs = [json.loads(canonical_json(c)) for c in configs]
+    todo = configs if store is None else [c for c in configs if store.needs_run(EXPERIMENT, c)]
+    # A missing dataset (e.g. SVHN offline) stops the sweep before any training, not hours into it.
+    for dataset in dict.fromkeys(c["data"]["dataset"] for c in todo):
+        data.resolve(dataset)
+    learning_paths.warm_prefixes(todo, executor=executor, progress=progress)
+    # Longest paths first, so that two workers finish together rather than one idling at the end.
+    order = sorted(range(len(configs)), key=lambda i: -len(configs[i]["path"]))
+    done = store_sweep(run, [configs[i] for i in order], executor=executor, store=store,
+                       experiment=EXPERIMENT, progress=progress)
+    results = [None] * len(configs)
+    for position, result in zip(order, done):
+        results[position] = result
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# The chapter's plan: every condition of the three interventions as configs
+# ---------------------------------------------------------------------------------------------
+def _processes(p: dict) -> dict:
+    """The learning processes of the chapter: ``main`` (A, C, baseline), ``disc`` (the
+    discretised paths) and ``first(proc, lr=None)``, the first task's version of a process."""
+    common = dict(momentum=p["momentum"], weight_decay=p["weight_decay"], batch_size=p["batch_size"])
+    main = LearningProcess(lr=p["lr"], max_epochs=p["max_epochs"], patience=p["patience"], **common)
+    disc = replace(main, max_epochs=p["disc_max_epochs"], patience=p["disc_patience"])
+
+    def first(proc: LearningProcess, lr: float | None = None) -> LearningProcess:
+        proc = proc if lr is None else replace(proc, lr=lr)
+        if p["first_epochs"] > 0:  # a fixed-length first task ending with its last weights
+            return replace(proc, max_epochs=p["first_epochs"], patience=None, restore_best=False)
+        return proc
+
+    return {"main": main, "disc": disc, "first": first}
+
+
+def plan(p: dict) -> pd.DataFrame:
+    """Every condition of the chapter as rows ``dataset, group, condition, x, seed, config``.
+
+    ``p`` holds the chapter's parameters (:data:`CHAPTER`). Groups: ``baseline`` (clean target
+    only, paper §3.1); ``A`` learning rates on task 1 → task 2 (§4: constant at lr·f and lr → lr·f
+    for each factor f of ``lr_factors``, plus lr → lr); ``C`` bias reset before task 1 / task 2
+    (§6, ``bias_shift``); ``B-blur`` / ``B-contrast`` / ``B-shift`` 1-D paths with N in
+    ``n_steps`` (§5, Fig. 4); ``B2-<a>+<b>-<order>`` 2-D paths with N in ``n_steps_2d`` (Fig. 5);
+    ``control`` (own addition) clean → clean with task 1's process, separating "a long first phase"
+    from "a blurred first phase". Identical configs in several groups run once (the store keys
+    them by content)."""
+    procs = _processes(p)
+    main, disc, first = procs["main"], procs["disc"], procs["first"]
+
+    def data_of(ds):
+        return {"dataset": ds, "n_train": p["n_train"], "n_val": p["n_val"], "n_test": p["n_test"],
+                "resolution": p["resolution"] or None, "data_seed": 0}
+
+    model_cfg = {"name": p["model"], "width": p["width"]}
+    if p["model"] == "small_cnn":
+        model_cfg["hidden"] = p["hidden"]
+    probes = {"n_probe": p["n_probe"], "sharpness_sigma": p["sharpness_sigma"], "hessian_iters": p["hessian_iters"]}
+    starts = {"blur": p["blur_k"], "contrast": p["contrast_start"], "shift": p["shift_start"]}
+    rows = []
+
+    def add(ds, group, condition, x, path, seeds):
+        for seed in seeds:
+            rows.append({"dataset": ds, "group": group, "condition": condition, "x": x, "seed": seed,
+                         "config": path_config(path, seed, data_of(ds), model_cfg, probes)})
+
+    lr = p["lr"]
+    for ds in p["datasets"]:
+        blurred = Task(ds, blur=p["blur_k"])
+        add(ds, "baseline", "clean only", 0, baseline_path(ds, main), p["seeds"])
+        add(ds, "A", f"{lr:g} → {lr:g}", 0, two_task_path(blurred, first(main), main), p["seeds"])
+        for i, f in enumerate(p["lr_factors"]):
+            other = lr * f
+            add(ds, "A", f"{lr:g} → {other:g}", 2 * i + 1,
+                two_task_path(blurred, first(main), replace(main, lr=other)), p["seeds"])
+            add(ds, "A", f"{other:g} → {other:g}", 2 * i + 2,
+                two_task_path(blurred, first(main, other), replace(main, lr=other)), p["seeds"])
+        for i, (b1, b2) in enumerate(((False, False), (False, True), (True, False), (True, True))):
+            add(ds, "C", f"[{'Yes' if b1 else 'No'}, {'Yes' if b2 else 'No'}]", i,
+                two_task_path(blurred, first(main), main, (b1, b2), p["bias_shift"]), p["seeds"])
+        if p["control"]:
+            add(ds, "control", "clean → clean", 0, two_task_path(Task(ds), first(main), main), p["seeds"])
+        for kind in TRANSFORMS:
+            seeds = p["seeds"] if kind == "blur" else p["disc_seeds"]
+            for n in p["n_steps"]:
+                add(ds, f"B-{kind}", f"N={n}", n, path_1d(kind, starts[kind], n, ds, first(disc), disc), seeds)
+        for pair in p["paths_2d"]:
+            a, b = pair.split("+")
+            for order in ORDERS_2D:
+                for n in p["n_steps_2d"]:
+                    add(ds, f"B2-{pair}-{order}", f"N={n}", n,
+                        path_2d((a, b), (starts[a], starts[b]), order, n, ds, first(disc), disc), p["disc_seeds"])
+    return pd.DataFrame(rows)
+
+
+def configs(p: dict) -> list[dict]:
+    """The distinct configs of :func:`plan` in plan order (a run shared by two conditions once)."""
+    return list({config_hash(c): c for c in plan(p)["config"]}.values())
+
+
+def order_label(pair: str, order: str) -> str:
+    """'blur+contrast', 'first_then_second' -> 'blur then contrast' (the paper's subplot titles)."""
+    a, b = pair.split("+")
+    return {"first_then_second": f"{a} then {b}", "second_then_first": f"{b} then {a}",
+            "diagonal": "diagonal"}[order]
+
+
+def plan_tables(plan: pd.DataFrame, store, names: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """Tables ``names`` of every stored run of ``plan``, each with the plan's ``dataset, group,
+    condition, x, seed`` columns and the run's key as ``run`` (a run used by several conditions
+    appears once per condition; each run is read from the store once)."""
+    loaded: dict[str, object] = {}
+    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in names}
+    for row in plan.itertuples(index=False):
+        key = config_hash(row.config)
+        if key not in loaded:
+            loaded[key] = store.load(EXPERIMENT, row.config)
+        for name in names:
+            frame = loaded[key][name].copy()
+            for col in ("dataset", "group", "condition", "x", "seed"):
+                frame[col] = getattr(row, col)
+            frame["run"] = key
+            frames[name].append(frame)
+    return {name: pd.concat(v, ignore_index=True) for name, v in frames.items()}
+
+
+def cold_compute_seconds(configs: Sequence[dict], store) -> float:
+    """Single-thread training time a cold run of ``configs`` needs: every distinct step once (a
+    first phase shared by several paths counts once), from the per-epoch times the training loop
+    records in each stored run's ``records`` (validation included, the probes not)."""
+    seen, seconds = set(), 0.0
+    for config in configs:
+        records = store.load(EXPERIMENT, config)["records"]
+        for i, key in enumerate(learning_paths.step_keys(config)):
+            if key not in seen:
+                seen.add(key)
+                seconds += float(records.loc[records["step"] == i, "seconds"].sum())
+    return seconds
+
+
+def condition(frame: pd.DataFrame, group: str, condition: str | None = None, x=None,
+              dataset: str | None = None) -> pd.DataFrame:
+    """The rows of one condition of a plan table (``group``, optionally its ``condition`` label or
+    its ``x``, and ``dataset``), sorted by seed."""
+    keep = frame["group"] == group
+    if dataset is not None:
+        keep &= frame["dataset"] == dataset
+    if condition is not None:
+        keep &= frame["condition"] == condition
+    if x is not None:
+        keep &= frame["x"] == x
+    return frame[keep].sort_values("seed")
+
+
+def paired_difference(a: pd.DataFrame, b: pd.DataFrame, value: str = "test_loss") -> metrics.Interval:
+    """Mean of ``a − b`` over the seeds both have, with its 95 % Student-t interval
+    (:func:`zaplib.metrics.mean_ci`): the descriptive number the chapter's tables show, paired by
+    seed as the claims are tested (several rows of one seed are averaged first)."""
+    both = pd.merge(a.groupby("seed")[value].mean(), b.groupby("seed")[value].mean(), on="seed",
+                    suffixes=("_a", "_b"))
+    return metrics.mean_ci(both[f"{value}_a"] - both[f"{value}_b"])
 
 # ---------------------------------------------------------------------------------------------
 # Arms: the conditions the claims compare (each maps onto one (group, condition) of the plan)
@@ -105,6 +292,89 @@ CLAIMS = [
 ``deficit`` needs a baseline that learns (clean test accuracy at least twice chance); the C
 claims need a bias reset that changes at least one entry; ``B_finer_contrast`` needs a contrast
 jump that ends above the baseline (there must be a contrast deficit to remove)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# From the runs to the claims: arms, tidy frames, preconditions
+# ---------------------------------------------------------------------------------------------
+# The baseline must learn before a deficit relative to it means anything: clean test accuracy of at
+# least twice chance on the chapter's 10-class datasets (CIFAR-10, Fashion-MNIST, MNIST, SVHN).
+LEARNS_ACCURACY = 0.2
+C_CLAIMS = {"fix_C_bias_both": BIAS_YES_YES, "C_bias_task1_only": BIAS_YES_NO, "C_longer_training": BIAS_YES_YES}
+
+
+def arms(p: dict) -> dict[str, tuple[str, str | None, int | None]]:
+    """Each arm this profile runs, as ``(group, condition label, x)`` of :func:`plan` (None = any).
+    Arms a profile does not run (no factor above or below 1 in ``lr_factors``, no N = 2 or N > 2 in
+    ``n_steps``, no control) are left out, so their claims are "not testable" at that profile."""
+    lr, factors, n_steps = p["lr"], list(p["lr_factors"]), list(p["n_steps"])
+    out = {CLEAN_ONLY: ("baseline", "clean only", None), BLUR_CLEAN: ("A", f"{lr:g} → {lr:g}", None),
+           BIAS_NO_NO: ("C", BIAS_NO_NO, None), BIAS_YES_NO: ("C", BIAS_YES_NO, None),
+           BIAS_YES_YES: ("C", BIAS_YES_YES, None)}
+    if p["control"]:
+        out[CLEAN_CLEAN] = ("control", "clean → clean", None)
+    if any(f > 1 for f in factors):
+        higher = lr * max(factors)
+        out[HIGHER_RATE_TASK2] = ("A", f"{lr:g} → {higher:g}", None)
+        out[HIGHER_RATE_BOTH] = ("A", f"{higher:g} → {higher:g}", None)
+    if any(f < 1 for f in factors):
+        out[LOWER_RATE_TASK2] = ("A", f"{lr:g} → {lr * min(factors):g}", None)
+    for kind in TRANSFORMS:
+        if 2 in n_steps:
+            out[jump(kind)] = (f"B-{kind}", None, 2)
+        if max(n_steps) > 2:
+            out[finest(kind)] = (f"B-{kind}", None, max(n_steps))
+    return out
+
+
+def arm_frame(final: pd.DataFrame, p: dict, arm: str, dataset: str | None = None) -> pd.DataFrame:
+    """The rows of ``final`` (a :func:`plan_tables` table) of one arm, ``condition`` set to the
+    arm's name; empty when this profile does not run the arm."""
+    where = arms(p).get(arm)
+    if where is None:
+        return final.iloc[0:0].assign(condition=arm)
+    group, label, x = where
+    return condition(final, group, label, x, dataset).assign(condition=arm)
+
+
+def claim_frames(final: pd.DataFrame, p: dict, dataset: str | None = None) -> dict[str, pd.DataFrame | None]:
+    """One tidy frame per claim of :data:`CLAIMS` (columns ``seed, condition, group, <metric>``,
+    condition = the claim's arm), or None when this profile does not run one of its two arms.
+    ``dataset`` defaults to the first of ``p["datasets"]``: the claims are tested on one dataset."""
+    dataset = p["datasets"][0] if dataset is None else dataset
+    frames = {}
+    for claim in CLAIMS:
+        if claim.a not in arms(p) or claim.b not in arms(p):
+            frames[claim.id] = None
+            continue
+        both = [arm_frame(final, p, arm, dataset) for arm in (claim.a, claim.b)]
+        frames[claim.id] = pd.concat(both, ignore_index=True)[["seed", "condition", "group", claim.metric]]
+    return frames
+
+
+def preconditions(final: pd.DataFrame, steps: pd.DataFrame, p: dict,
+                  dataset: str | None = None) -> dict[str, list[report.Precondition]]:
+    """The measured regime checks of the claims (see :data:`CLAIMS`), by claim id: the baseline
+    learns (``deficit``), the bias reset changes at least one entry in every seed (C claims), the
+    contrast jump ends above the baseline (``B_finer_contrast``)."""
+    dataset = p["datasets"][0] if dataset is None else dataset
+    checks: dict[str, list[report.Precondition]] = {}
+    baseline = arm_frame(final, p, CLEAN_ONLY, dataset)
+    checks["deficit"] = [report.Precondition.at_least(
+        "the baseline learns (mean clean test accuracy)", float(baseline["test_acc"].mean()), LEARNS_ACCURACY)]
+    for claim_id, arm in C_CLAIMS.items():
+        shifted = arm_frame(steps, p, arm, dataset).groupby("seed")["entries_shifted"].sum()
+        checks[claim_id] = [report.Precondition.at_least(
+            f"the bias reset changes entries (fewest over seeds, {arm})",
+            float(shifted.min()) if len(shifted) else float("nan"), 1)]
+    contrast_jump = arm_frame(final, p, jump("contrast"), dataset)
+    if len(contrast_jump):
+        paired = contrast_jump.merge(baseline, on="seed", suffixes=("_jump", "_base"))
+        excess = float((paired["test_loss_jump"] - paired["test_loss_base"]).mean())
+        checks["B_finer_contrast"] = [report.Precondition(
+            "the contrast jump ends above the baseline (mean paired Δ test loss, nats)", excess,
+            bool(excess > 0), "> 0")]
+    return checks
 
 CHAPTER = Chapter(
     experiments=(EXPERIMENT,),
