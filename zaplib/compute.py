@@ -3,7 +3,7 @@
 ``python -m zaplib compute CHAPTER --profile long [--budget MINUTES] [--workers N | --scheduler
 ADDRESS] [--dry-run]`` computes the stored runs a chapter's notebook reads, from the same configs the
 notebook builds: each chapter module (``zaplib.experiments.<chapter>``) has a function
-``plan(params, store) -> list[(fn, config)]`` listing the runs it needs, where ``fn`` is a stored
+``planned_runs(params, store) -> list[(fn, config)]`` listing the runs it needs, where ``fn`` is a stored
 experiment function (:func:`zaplib.store.experiment`). A chapter whose later runs depend on earlier
 ones (e.g. a learning rate chosen on validation runs) lists only what it can know from the runs
 already stored; :func:`compute` plans again after every stage until nothing is missing.
@@ -72,11 +72,11 @@ def missing_runs(chapter: Chapter | str, params: dict, store: Store) -> tuple[li
     """The planned runs that are not stored yet (with estimates), and how many runs are planned."""
     chapter = get_chapter(chapter) if isinstance(chapter, str) else chapter
     module = chapter_module(chapter)
-    if not hasattr(module, "plan"):
-        raise NotImplementedError(f"chapter {chapter.name!r} has no plan(params, store): "
+    if not hasattr(module, "planned_runs"):
+        raise NotImplementedError(f"chapter {chapter.name!r} has no planned_runs(params, store): "
                                   "its runs can only be computed by executing its notebook")
     planned, seen, cache = [], set(), {}
-    for fn, config in module.plan(params, store):
+    for fn, config in module.planned_runs(params, store):
         experiment = fn.experiment
         version = code_version(experiment, fn)
         key = (experiment, canonical_json(config))

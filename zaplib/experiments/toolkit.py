@@ -191,7 +191,7 @@ CHAPTER = Chapter(
 )
 
 
-def plan(params: dict, store=None) -> list:
+def planned_runs(params: dict, store=None) -> list:
     """Every stored run the chapter's notebook reads, as ``(fn, config)`` pairs
     (``python -m zaplib compute toolkit``)."""
     return [(run, config) for config in configs(params)]
