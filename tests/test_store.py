@@ -266,13 +266,13 @@ def test_a_function_declared_for_another_experiment_is_refused(tmp_path):
 
 
 def test_every_stored_experiment_of_the_library_declares_its_code_version():
-    from zaplib import frozen, learning_paths, pretraining, stream, transfer
-    from zaplib.experiments import toolkit
+    from zaplib import learning_paths, pretraining, stream, transfer
+    from zaplib.experiments import frozen_weights, toolkit
 
     declared = {fn.experiment: fn.code_version for fn in (
-        toolkit.run, pretraining.pretrain_run, transfer.transfer_run, stream.run_stream, learning_paths.run_path, frozen.run)}
+        toolkit.run, pretraining.pretrain_run, transfer.transfer_run, stream.run_stream, learning_paths.run_path, frozen_weights.run)}
     assert set(declared) == {toolkit.EXPERIMENT, pretraining.PRETRAIN_EXPERIMENT, transfer.TRANSFER_EXPERIMENT,
-                             stream.EXPERIMENT, learning_paths.EXPERIMENT, frozen.EXPERIMENT}
+                             stream.EXPERIMENT, learning_paths.EXPERIMENT, frozen_weights.EXPERIMENT}
     for name, version in declared.items():  # each is what the store keys that experiment's runs on
         assert isinstance(version, int) and version >= 1
         assert code_version(name) == version
