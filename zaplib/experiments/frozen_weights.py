@@ -559,3 +559,11 @@ def claims_table(runs: Runs, params: dict) -> pd.DataFrame:
     """The chapter's claims table by :mod:`zaplib.report`'s rule (what the notebook shows)."""
     inputs = claim_inputs(runs, params)
     return report.table([report.evaluate(claim, *inputs[claim.id]) for claim in CLAIMS])
+
+
+def verdict_listing(claims_table: pd.DataFrame, verdicts: Sequence[str]) -> str:
+    """The claims of ``claims_table`` whose verdict (exploratory label folded) is one of
+    ``verdicts``, as one sentence fragment for the prose ("none" when there is none)."""
+    verdict = claims_table.verdict.str.replace(" (exploratory)", "", regex=False)
+    rows = claims_table[verdict.isin(list(verdicts))]
+    return "; ".join(f"{row.claim[0].lower()}{row.claim[1:]} ({row.verdict})" for row in rows.itertuples()) or "none"
