@@ -191,3 +191,11 @@ def test_verdict_listing_names_the_claims_of_the_given_verdicts():
     assert fw.verdict_listing(table, ["reproduced"]) == "weight decay freezes (reproduced)"
     assert fw.verdict_listing(table, ["inconclusive"]) == "blur freezes more (inconclusive (exploratory))"
     assert fw.verdict_listing(table, ["opposite"]) == "none"
+
+
+def test_dynamics_claim_is_not_testable_when_nothing_is_mutually_frozen():
+    runs = _runs()
+    runs.dynamics = runs.dynamics[runs.dynamics.group != "mutually_frozen"]
+    claim = next(c for c in fw.CLAIMS if c.id == "mutual_stays_frozen")
+    result = report.evaluate(claim, *fw.claim_inputs(runs, PARAMS)[claim.id])
+    assert result.stage == "not testable" and "measured 0" in result.reason

@@ -469,8 +469,11 @@ def claim_inputs(runs: Runs, params: dict) -> dict[str, tuple[pd.DataFrame | Non
 
     # ---- update dynamics: mutually frozen vs plain sparse, still frozen after retraining
     stay = still_frozen_at_end(runs.main_dynamics, largest).rename(columns={"group": "condition"})
+    n_mutual = int(stay[stay.condition == "mutually_frozen"].n.sum()) if len(stay) else 0
+    exists = [report.Precondition.at_least(f"weights of layers ≥ 2 mutually frozen when retraining starts "
+                                           f"(λ = {largest:g}, all seeds and transfers)", n_mutual, 1)]
     inputs["mutual_stays_frozen"] = (stay[["seed", "condition", "still_frozen", "transfer"]]
-                                     if len(stay) else None, [])
+                                     if len(stay) else None, exists if len(stay) else [])
 
     # ---- resets, at each source's reset λ
     def at(transfer, decay, fraction):
