@@ -200,14 +200,10 @@ def test_run_tiny_end_to_end():
               "n_val": 64, "n_test": 128, "target_fractions": [0.25, 1.0], "finetune_epochs": 1,
               "finetune_min_steps": 5, "interventions": list(frozen.INTERVENTIONS), "eps": 0.1,
               "n_sensitivity": 8, "track_fraction": 1.0, "n_probes": 3, "probe_batch": 64}
-    (same,) = frozen.configs(params)      # no finetune_weight_decays: retrain with the own λ
-    assert "finetune_weight_decay" not in same
-    (config,) = frozen.configs({**params, "finetune_weight_decays": [0.001, frozen.SAME_DECAY]})
-    assert config["source"] == "mnist:blur4" and config["targets"] == ["mnist"]
-    assert config["finetune_weight_decay"] == 0.001 and {**config, "finetune_weight_decay": 0} != same
-    with pytest.raises(ValueError):
-        frozen.configs(params, finetune_weight_decay=-0.5)
-    out = frozen.run(config)
+    # the config zaplib.experiments.frozen_weights.configs makes of these parameters
+    config = {"source": "mnist:blur4", "targets": ["mnist"], "finetune_weight_decay": 0.001,
+              **{k: v for k, v in params.items() if k != "transfers"}}
+    out = frozen.pretrain_and_retrain(config)
     assert set(out) == {"pretrain", "models", "finetune", "dynamics"}
     pre = out["pretrain"]
     assert sorted(pre.epoch.unique()) == [0, 1, 2] and set(pre.layer) >= {"body.1", "head", "all"}

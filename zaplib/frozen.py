@@ -1,4 +1,6 @@
-"""Chapter "Mutually frozen weights" (``book/frozen_weights.ipynb``): the experiments.
+"""Mutually frozen weights: detection, update dynamics, interventions and the pre-train → retrain
+protocol of the chapter "Mutually frozen weights" (its configs, stored run and claims live in
+:mod:`zaplib.experiments.frozen_weights`).
 
 Paper: Zilly, Achille, Censi & Frazzoli, *On Plasticity, Invariance, and Mutually Frozen Weights in
 Sequential Task Learning*, NeurIPS 2021. Only its abstract and introduction are available and no
@@ -14,10 +16,10 @@ code is public, so every protocol here is our design, made from the claims of th
 Definitions (issue 7 §1) live in :mod:`zaplib.resets`: :func:`~zaplib.resets.frozen_mask`
 (|w| < ε·σ_init of the layer), :func:`~zaplib.resets.mutually_frozen_mask` (frozen, and the weights
 its gradient is proportional to are frozen too) and *plain sparse* = frozen but not mutually
-frozen. This module only composes them into experiments.
+frozen. This module only composes them into a protocol.
 
-One run (:func:`run`) = one pre-training task (the *source*) with every seed × weight-decay value
-trained at once as one :class:`~zaplib.train.StackedModels` (``vmap``), then every target of that
+One run (:func:`pretrain_and_retrain`) = one pre-training task (the *source*) with every seed ×
+weight-decay value trained at once as one :class:`~zaplib.train.StackedModels` (``vmap``), then every target of that
 source × target-set size × intervention, again stacked. Everything a figure needs comes back as
 tidy DataFrames for :class:`zaplib.store.Store`:
 
@@ -53,9 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import data, get_device, models, probes, resets, samplers, train
-from .store import experiment
 
-EXPERIMENT = "frozen_weights"
 INTERVENTIONS = ("none", "reset_mutual", "reset_random", "reset_frozen", "reinit")
 RESET_OPS = {  # the chapter's intervention -> its op in zaplib.resets.RESETS
     "none": "none",
@@ -356,40 +356,9 @@ def correlation(x, y, groups=None, level: float = 0.95, n_boot: int = 2000, seed
 
 
 # ---------------------------------------------------------------------------------------------
-# The experiment
+# The protocol (the chapter's stored experiment is zaplib.experiments.frozen_weights.run)
 # ---------------------------------------------------------------------------------------------
-RUN_KEYS = ("model", "width", "depth", "seeds", "weight_decays", "lr", "momentum", "batch_size",
-            "n_pretrain", "pretrain_epochs", "n_target", "n_val", "n_test", "target_fractions",
-            "finetune_epochs", "finetune_min_steps", "interventions", "eps", "n_sensitivity",
-            "track_fraction", "n_probes", "probe_batch")
-
-
 SAME_DECAY = -1.0  # finetune_weight_decay value meaning "retrain with the pre-training λ"
-
-
-def configs(params: dict, finetune_weight_decay: float | None = None) -> list[dict]:
-    """One config per pre-training task of ``params["transfers"]`` (``"SOURCE>TARGET"``), with the
-    list of its targets; every other key is copied from the chapter's parameters (``profile`` is
-    not part of a run's identity).
-
-    ``finetune_weight_decay`` (default: the first of ``params["finetune_weight_decays"]``) is the
-    λ of every retraining; :data:`SAME_DECAY` (−1) retrains each network with its own pre-training
-    λ and is then left out of the config, so such runs keep the hash they had before the option
-    existed."""
-    by_source: dict[str, list[str]] = {}
-    for transfer in params["transfers"]:
-        source, target = parse_transfer(transfer)
-        by_source.setdefault(source, [])
-        if target not in by_source[source]:
-            by_source[source].append(target)
-    shared = {k: (list(params[k]) if isinstance(params[k], tuple) else params[k]) for k in RUN_KEYS}
-    if finetune_weight_decay is None:
-        finetune_weight_decay = list(params.get("finetune_weight_decays", [SAME_DECAY]))[0]
-    if finetune_weight_decay != SAME_DECAY:
-        if finetune_weight_decay < 0:
-            raise ValueError(f"finetune_weight_decay must be >= 0 or {SAME_DECAY}, got {finetune_weight_decay}")
-        shared["finetune_weight_decay"] = float(finetune_weight_decay)
-    return [{"source": source, "targets": targets, **shared} for source, targets in by_source.items()]
 
 
 def _model_index(config: dict) -> pd.DataFrame:
@@ -399,9 +368,7 @@ def _model_index(config: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# version 2: seeds from samplers.generator, inits via models.build, data via data.subset (issue 12)
-@experiment(EXPERIMENT, version=2)
-def run(config: dict) -> dict:
+def pretrain_and_retrain(config: dict) -> dict:
     """Pre-train on ``config["source"]`` (all seeds × weight decays stacked), then retrain on each
     target of ``config["targets"]`` for every target-set fraction × intervention. See the module
     docstring for the four returned tables.
@@ -547,8 +514,8 @@ def run(config: dict) -> dict:
 
 
 __all__ = [
-    "EXPERIMENT", "INTERVENTIONS", "GROUPS", "parse_task", "parse_transfer", "load_task",
+    "INTERVENTIONS", "GROUPS", "parse_task", "parse_transfer", "load_task",
     "model_config", "add_weight_decay", "train_stacked", "finetune_steps", "probe_schedule",
-    "frozen_table", "weight_groups", "intervene", "dynamics_probe", "correlation", "configs", "run",
-    "SAME_DECAY",
+    "frozen_table", "weight_groups", "intervene", "dynamics_probe", "correlation",
+    "pretrain_and_retrain", "SAME_DECAY",
 ]

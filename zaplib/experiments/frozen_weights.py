@@ -15,8 +15,57 @@ reason).
 """
 from __future__ import annotations
 
-from .. import report
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .. import frozen, metrics, report
 from ..chapters import Chapter
+from ..store import Store, experiment, sweep
+
+EXPERIMENT = "frozen_weights"
+SAME_DECAY = frozen.SAME_DECAY  # a retraining λ of −1: each network keeps its pre-training λ
+#: The chapter parameters that make up a run's config (besides ``source`` and ``targets``).
+RUN_KEYS = ("model", "width", "depth", "seeds", "weight_decays", "lr", "momentum", "batch_size",
+            "n_pretrain", "pretrain_epochs", "n_target", "n_val", "n_test", "target_fractions",
+            "finetune_epochs", "finetune_min_steps", "interventions", "eps", "n_sensitivity",
+            "track_fraction", "n_probes", "probe_batch")
+
+
+def configs(params: dict, finetune_weight_decay: float | None = None) -> list[dict]:
+    """One config per pre-training task of ``params["transfers"]`` (``"SOURCE>TARGET"``), with the
+    list of its targets; every other key is copied from the chapter's parameters (``profile`` is
+    not part of a run's identity).
+
+    ``finetune_weight_decay`` (default: the first of ``params["finetune_weight_decays"]``) is the
+    λ of every retraining; :data:`SAME_DECAY` (−1) retrains each network with its own pre-training
+    λ and is then left out of the config, so such runs keep the hash they had before the option
+    existed."""
+    by_source: dict[str, list[str]] = {}
+    for transfer in params["transfers"]:
+        source, target = frozen.parse_transfer(transfer)
+        by_source.setdefault(source, [])
+        if target not in by_source[source]:
+            by_source[source].append(target)
+    shared = {k: (list(params[k]) if isinstance(params[k], tuple) else params[k]) for k in RUN_KEYS}
+    if finetune_weight_decay is None:
+        finetune_weight_decay = list(params.get("finetune_weight_decays", [SAME_DECAY]))[0]
+    if finetune_weight_decay != SAME_DECAY:
+        if finetune_weight_decay < 0:
+            raise ValueError(f"finetune_weight_decay must be >= 0 or {SAME_DECAY}, got {finetune_weight_decay}")
+        shared["finetune_weight_decay"] = float(finetune_weight_decay)
+    return [{"source": source, "targets": targets, **shared} for source, targets in by_source.items()]
+
+
+# version 2: seeds from samplers.generator, inits via models.build, data via data.subset (issue 12)
+@experiment(EXPERIMENT, version=2)
+def run(config: dict) -> dict:
+    """One stored run: pre-train on ``config["source"]`` (every seed × weight decay), then retrain
+    on each target for every target-set fraction × intervention (:func:`zaplib.frozen.pretrain_and_retrain`,
+    whose docstring describes the four tables ``pretrain``, ``models``, ``finetune``, ``dynamics``)."""
+    return frozen.pretrain_and_retrain(config)
 
 CHAPTER = Chapter(
     experiments=("frozen_weights",),
@@ -199,3 +248,325 @@ CLAIMS = [
         paper="SOTA (number not in the abstract; large nets ≈ 96 %)", metric="test_acc",
         a="reset_mutual", b="none", direction=+1, unit="seed", paired=True, **_PTS),
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The chapter's tables: loading, transfers, selections
+# ---------------------------------------------------------------------------------------------
+def regime_name(decay: float) -> str:
+    """How a retraining λ reads in tables: "common λ = 0.001" or "own pre-training λ"."""
+    return "own pre-training λ" if decay == SAME_DECAY else f"common λ = {decay:g}"
+
+
+def transfer_name(source: str, target: str) -> str:
+    """``"mnist:blur4 → mnist"``: how a transfer reads in tables and figures."""
+    return f"{source} → {target}"
+
+
+@dataclass
+class Runs:
+    """The chapter's stored runs and their tables, every retraining regime concatenated.
+
+    ``pretrain`` and ``models`` come from the main regime's runs (pre-training does not depend on the
+    retraining λ); ``finetune`` and ``dynamics`` carry the columns ``transfer`` and ``regime``;
+    ``main_regime`` names the regime of the main analysis (the first retraining λ)."""
+
+    stored: dict[float, list]
+    pretrain: pd.DataFrame
+    models: pd.DataFrame
+    finetune: pd.DataFrame
+    dynamics: pd.DataFrame
+    main_regime: str
+
+    @property
+    def main_finetune(self) -> pd.DataFrame:
+        return self.finetune[self.finetune.regime == self.main_regime]
+
+    @property
+    def main_dynamics(self) -> pd.DataFrame:
+        return self.dynamics[self.dynamics.regime == self.main_regime]
+
+    @property
+    def run_ids(self) -> str:
+        return ", ".join(run.path.name[:8] for runs in self.stored.values() for run in runs)
+
+
+def load(params: dict, store: Store) -> Runs:
+    """Every run of the chapter from ``store`` (computed where missing), one sweep per retraining λ
+    of ``params["finetune_weight_decays"]``."""
+    decays = list(params["finetune_weight_decays"])
+    stored = {decay: sweep(run, configs(params, decay), store=store) for decay in decays}
+
+    def regime_table(name: str, decay: float) -> pd.DataFrame:
+        frame = pd.concat([r[name] for r in stored[decay]], ignore_index=True)
+        frame["transfer"] = [transfer_name(s, t) for s, t in zip(frame.source, frame.target)]
+        frame["regime"] = regime_name(decay)
+        return frame
+
+    main = decays[0]
+    return Runs(stored=stored,
+                pretrain=pd.concat([r["pretrain"] for r in stored[main]], ignore_index=True),
+                models=pd.concat([r["models"] for r in stored[main]], ignore_index=True),
+                finetune=pd.concat([regime_table("finetune", d) for d in decays], ignore_index=True),
+                dynamics=pd.concat([regime_table("dynamics", d) for d in decays], ignore_index=True),
+                main_regime=regime_name(main))
+
+
+def is_same_dataset(transfer: str) -> bool:
+    """Whether a transfer ``"SOURCE → TARGET"`` stays on one dataset (e.g. blurred → clean MNIST)."""
+    source, target = transfer.split(" → ")
+    return source.split(":")[0] == target.split(":")[0]
+
+
+def gap_transfers(transfers: Sequence[str]) -> tuple[str, str]:
+    """(small gap, large gap) among ``transfers`` (``"SOURCE → TARGET"``): small = same dataset
+    (blurred → clean), large = another dataset; preferably two transfers from the same source, so
+    that they retrain the same pre-trained networks and are paired by seed. When one kind is
+    missing, the other stands in (and the gap comparison is then not run)."""
+    same = [t for t in transfers if is_same_dataset(t)]
+    cross = [t for t in transfers if not is_same_dataset(t)]
+    for small in same:
+        for large in cross:
+            if small.split(" → ")[0] == large.split(" → ")[0]:
+                return small, large
+    small = same[0] if same else transfers[0]
+    return small, (cross[0] if cross else small)
+
+
+def source_accuracy_cost(models: pd.DataFrame, source: str) -> pd.Series:
+    """Per pre-training λ: how much source test accuracy (mean over seeds) the networks pre-trained
+    on ``source`` lose against the smallest λ (λ = 0 in every profile). Positive = a loss."""
+    by_decay = models[models.source == source].groupby("weight_decay").source_test_acc.mean().sort_index()
+    return by_decay.iloc[0] - by_decay
+
+
+def reset_decay(models: pd.DataFrame, source: str, max_cost: float = RESET_MAX_SOURCE_COST) -> float:
+    """The pre-training λ at which the resets are tested for networks pre-trained on ``source``: the
+    largest λ whose mean source test accuracy is at most ``max_cost`` below λ = 0 (chosen on the
+    source task only, never on the target effect; see :data:`RESET_MAX_SOURCE_COST`)."""
+    cost = source_accuracy_cost(models, source)
+    return float(cost[cost <= max_cost].index.max())
+
+
+def accuracies(finetune: pd.DataFrame) -> pd.DataFrame:
+    """Target test accuracy after retraining, one row per network × transfer × target-set fraction
+    (× regime when present), one column per intervention."""
+    index = [c for c in ("regime", "source", "target", "transfer", "model", "seed", "weight_decay", "fraction")
+             if c in finetune.columns]
+    return finetune.pivot_table(index=index, columns="intervention", values="test_acc").reset_index()
+
+
+def adaptability(finetune: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
+    """:func:`accuracies` (main regime) joined with each network's properties before retraining:
+    its fractions, source accuracy, and ``sensitivity`` = input sensitivity on the target's images."""
+    acc = accuracies(finetune.drop(columns="regime", errors="ignore"))
+    joined = acc.merge(models.drop(columns=["seed", "weight_decay"]), on=["source", "model"])
+    joined["sensitivity"] = [row[f"sensitivity[{row.target}]"] for _, row in joined.iterrows()]
+    return joined
+
+
+def intervention_effects(acc: pd.DataFrame, baseline: str = "none") -> pd.DataFrame:
+    """Each intervention's paired effect on the target test accuracy: (intervention − ``baseline``)
+    per seed, mean with its 95 % t-interval over seeds, per transfer × λ × fraction (× regime)."""
+    keys = [c for c in ("regime", "transfer", "weight_decay", "fraction") if c in acc.columns]
+    others = [v for v in frozen.INTERVENTIONS if v in acc.columns and v != baseline]
+    rows = []
+    for key, group in acc.groupby(keys, sort=False):
+        group = group.sort_values("seed")
+        for v in others:
+            ci = metrics.mean_ci((group[v] - group[baseline]).to_numpy(float))
+            rows.append({**dict(zip(keys, key)), "intervention": v, "n seeds": len(group),
+                         "mean": ci.mean, "lo": ci.lo, "hi": ci.hi})
+    return pd.DataFrame(rows, columns=[*keys, "intervention", "n seeds", "mean", "lo", "hi"])
+
+
+def format_interval(mean: float, lo: float = np.nan, hi: float = np.nan) -> str:
+    """``"+1.2 % [-0.3 %, +2.7 %]"`` (no interval from one seed)."""
+    if np.isnan(mean):
+        return "n/a"
+    return f"{mean:+.1%}" + ("" if np.isnan(lo) else f" [{lo:+.1%}, {hi:+.1%}]")
+
+
+def still_frozen_at_end(dynamics: pd.DataFrame, weight_decay: float, deeper_only: bool = True) -> pd.DataFrame:
+    """Share of each group (fixed when retraining starts) still frozen at the last probe, and its mean
+    |∂L/∂w|, per seed × transfer × group, pooled over layers by weight count: the layers after the
+    first when ``deeper_only`` (the first layer's plain sparse weights include always-black border
+    pixels, which cannot regrow for another reason), else all layers."""
+    sel = dynamics[(dynamics.weight_decay == weight_decay) & (dynamics.n > 0)]
+    if sel.empty:
+        return pd.DataFrame(columns=["seed", "transfer", "group", "still_frozen", "abs_grad", "n"])
+    last = sel[sel.step == sel.groupby("transfer").step.transform("max")]
+    if deeper_only:
+        first_layer = list(dict.fromkeys(dynamics.layer))[0]
+        last = last[last.layer != first_layer]
+    per = (last.assign(w=last.n * last.still_frozen, g=last.n * last.abs_grad)
+           .groupby(["seed", "transfer", "group"])[["w", "g", "n"]].sum().reset_index())
+    per["still_frozen"], per["abs_grad"] = per.w / per.n, per.g / per.n
+    return per[["seed", "transfer", "group", "still_frozen", "abs_grad", "n"]]
+
+
+def selected_by_validation(finetune: pd.DataFrame, target: str, intervention: str) -> tuple[str, float] | None:
+    """The (transfer, pre-training λ) with the best mean validation accuracy for ``intervention``
+    retrained on the full ``target`` set (the test set is never looked at); None when not run."""
+    full = finetune.fraction.max()
+    sel = finetune[(finetune.target == target) & (finetune.fraction == full)
+                   & (finetune.intervention == intervention)]
+    if sel.empty:
+        return None
+    transfer, decay = sel.groupby(["transfer", "weight_decay"]).val_acc.mean().idxmax()
+    return transfer, float(decay)
+
+
+# ---------------------------------------------------------------------------------------------
+# One tidy frame per claim, with the preconditions it is tested under
+# ---------------------------------------------------------------------------------------------
+def _reset_share(finetune: pd.DataFrame, transfer: str, decay: float) -> float:
+    sel = finetune[(finetune.transfer == transfer) & (finetune.weight_decay == decay)
+                   & (finetune.intervention == "reset_mutual")]
+    return float(sel.reset_frac.mean()) if len(sel) else float("nan")
+
+
+def _reset_preconditions(runs: Runs, transfer: str, with_cost: bool = True) -> tuple[float, list]:
+    """The reset λ of ``transfer``'s source and the preconditions measured there."""
+    source = transfer.split(" → ")[0]
+    decay = reset_decay(runs.models, source)
+    checks = [report.Precondition.at_least(f"share of parameters reset_mutual re-draws at λ = {decay:g} "
+                                           f"({source})", _reset_share(runs.main_finetune, transfer, decay),
+                                           RESET_MIN_FRACTION)]
+    if with_cost:
+        cost = float(source_accuracy_cost(runs.models, source)[decay])
+        checks.append(report.Precondition.at_most(f"source accuracy lost to λ = {decay:g} vs λ = 0 ({source})",
+                                                  cost, RESET_MAX_SOURCE_COST))
+    return decay, checks
+
+
+def claim_inputs(runs: Runs, params: dict) -> dict[str, tuple[pd.DataFrame | None, list]]:
+    """For every claim of :data:`CLAIMS`, by id: (tidy frame, preconditions) for
+    :func:`zaplib.report.evaluate`. Difference frames have the columns ``seed, condition, <metric>``
+    (plus the claim's shared factor); correlation frames ``network, <x>, <y>``. A frame is None when
+    the profile did not run what the claim needs."""
+    models, ft = runs.models, runs.main_finetune
+    decays = sorted(models.weight_decay.unique())
+    largest, full = decays[-1], ft.fraction.max()
+    fractions = sorted(ft.fraction.unique())
+    transfers = list(dict.fromkeys(ft.transfer))
+    small_gap, large_gap = gap_transfers(transfers)
+    acc = accuracies(ft)
+    inputs: dict[str, tuple[pd.DataFrame | None, list]] = {}
+
+    # ---- weight decay and blur freeze weights (final pre-trained networks)
+    arm = models.weight_decay.map(lambda wd: "largest λ" if wd == largest else ("λ = 0" if wd == 0 else None))
+    frame = models.assign(condition=arm).dropna(subset=["condition"])
+    inputs["wd_freezes"] = (frame[["seed", "condition", "mutually_frozen_frac", "source"]]
+                            if len(decays) > 1 else None, [])
+    at_largest = models[models.weight_decay == largest]
+    dataset = at_largest.source.str.split(":").str[0]
+    blurred = at_largest.source.str.contains(":blur")
+    has_both = dataset.isin(dataset[blurred]) & dataset.isin(dataset[~blurred])
+    frame = (at_largest.assign(dataset=dataset, condition=np.where(blurred, "blurred", "clean"))[has_both]
+             [["seed", "condition", "mutually_frozen_frac", "dataset"]])
+    inputs["blur_freezes_more"] = (frame if len(frame) else None, [])
+
+    # ---- update dynamics: mutually frozen vs plain sparse, still frozen after retraining
+    stay = still_frozen_at_end(runs.main_dynamics, largest).rename(columns={"group": "condition"})
+    n_mutual = int(stay[stay.condition == "mutually_frozen"].n.sum()) if len(stay) else 0
+    exists = [report.Precondition.at_least(f"weights of layers ≥ 2 mutually frozen when retraining starts "
+                                           f"(λ = {largest:g}, all seeds and transfers)", n_mutual, 1)]
+    inputs["mutual_stays_frozen"] = (stay[["seed", "condition", "still_frozen", "transfer"]]
+                                     if len(stay) else None, exists if len(stay) else [])
+
+    # ---- resets, at each source's reset λ
+    def at(transfer, decay, fraction):
+        return acc[(acc.transfer == transfer) & (acc.weight_decay == decay) & (acc.fraction == fraction)]
+
+    def reset_frame(transfer, other):
+        decay, checks = _reset_preconditions(runs, transfer)
+        sel = at(transfer, decay, full)
+        if sel.empty or other not in sel or "reset_mutual" not in sel:
+            return None, checks
+        long = sel.melt(id_vars=["seed"], value_vars=["reset_mutual", other], var_name="condition",
+                        value_name="test_acc")
+        return long, checks
+
+    # a gap's claims are not run when the profile has no transfer of that kind
+    gaps = {gap: transfer for gap, transfer, run_ in (("small_gap", small_gap, is_same_dataset(small_gap)),
+                                                      ("large_gap", large_gap, not is_same_dataset(large_gap)))
+            if run_}
+    for gap in ("small_gap", "large_gap"):
+        for claim_id, other in ((f"reset_helps_{gap}", "none"), (f"reset_beats_random_{gap}", "reset_random")):
+            inputs[claim_id] = reset_frame(gaps[gap], other) if gap in gaps else (None, [])
+
+    def gains(transfer, fraction):
+        decay, checks = _reset_preconditions(runs, transfer)
+        sel = at(transfer, decay, fraction)
+        if sel.empty or "reset_mutual" not in sel:
+            return None, checks
+        return sel.assign(reset_gain=sel.reset_mutual - sel["none"])[["seed", "reset_gain"]], checks
+
+    for gap in ("small_gap", "large_gap"):
+        if gap not in gaps:
+            inputs[f"benefit_needs_data_{gap}"] = (None, [])
+            continue
+        (few, checks), (many, _) = gains(gaps[gap], fractions[0]), gains(gaps[gap], full)
+        frame = (None if few is None or many is None or len(fractions) < 2 else
+                 pd.concat([few.assign(condition="few"), many.assign(condition="full")], ignore_index=True))
+        inputs[f"benefit_needs_data_{gap}"] = (frame, checks)
+    for tag, fraction in (("few", fractions[0]), ("full", full)):
+        if len(gaps) < 2:
+            inputs[f"benefit_larger_for_large_gap_{tag}"] = (None, [])
+            continue
+        (small, small_checks), (large, large_checks) = gains(small_gap, fraction), gains(large_gap, fraction)
+        frame = (None if small is None or large is None else
+                 pd.concat([small.assign(condition="small"), large.assign(condition="large")], ignore_index=True))
+        inputs[f"benefit_larger_for_large_gap_{tag}"] = (frame, small_checks[:1] + large_checks[:1])
+
+    # ---- Fashion-MNIST: the (transfer, λ) validation picks for reset_mutual
+    chosen = selected_by_validation(ft, "fashion_mnist", "reset_mutual")
+    if chosen is None:
+        inputs["fashion_mnist_sota"] = (None, [])
+    else:
+        transfer, decay = chosen
+        n_used = int(ft[(ft.transfer == transfer) & (ft.fraction == full)].n_target.max())
+        checks = [report.Precondition.at_least(
+                      "Fashion-MNIST training images used (the full set less the validation images)",
+                      n_used, FASHION_MNIST_FULL - params["n_val"]),
+                  report.Precondition.at_least(
+                      f"share of parameters reset_mutual re-draws at the validation-selected λ = {decay:g}",
+                      _reset_share(ft, transfer, decay), RESET_MIN_FRACTION)]
+        sel = at(transfer, decay, full)
+        frame = sel.melt(id_vars=["seed"], value_vars=["reset_mutual", "none"], var_name="condition",
+                         value_name="test_acc")
+        inputs["fashion_mnist_sota"] = (frame, checks)
+
+    # ---- correlations across networks (full target set, no intervention), centred per transfer
+    adapt = adaptability(ft, models)
+    adapt = adapt[adapt.fraction == full].assign(network=lambda f: f.source + "|" + f.seed.astype(str) + "|"
+                                                 + f.weight_decay.astype(str))
+
+    def centred(frame, by):
+        out = frame[["network"]].copy()
+        for column, name in (("mutually_frozen_frac", "mutually_frozen_frac"), ("sensitivity", "sensitivity"),
+                             ("none", "adaptability")):
+            out[name] = frame[column] - frame.groupby(by)[column].transform("mean")
+        return out
+
+    across = centred(adapt, ["transfer"]) if len(adapt) else None
+    within = centred(adapt, ["transfer", "weight_decay"]) if len(adapt) else None
+    inputs["frozen_hurts_retraining"] = (across, [])
+    inputs["sensitivity_adaptability"] = (across, [])
+    inputs["sensitivity_adaptability_within_decay"] = (within, [])
+    return inputs
+
+
+def claims_table(runs: Runs, params: dict) -> pd.DataFrame:
+    """The chapter's claims table by :mod:`zaplib.report`'s rule (what the notebook shows)."""
+    inputs = claim_inputs(runs, params)
+    return report.table([report.evaluate(claim, *inputs[claim.id]) for claim in CLAIMS])
+
+
+def verdict_listing(claims_table: pd.DataFrame, verdicts: Sequence[str]) -> str:
+    """The claims of ``claims_table`` whose verdict (exploratory label folded) is one of
+    ``verdicts``, as one sentence fragment for the prose ("none" when there is none)."""
+    verdict = claims_table.verdict.str.replace(" (exploratory)", "", regex=False)
+    rows = claims_table[verdict.isin(list(verdicts))]
+    return "; ".join(f"{row.claim[0].lower()}{row.claim[1:]} ({row.verdict})" for row in rows.itertuples()) or "none"
