@@ -344,7 +344,7 @@ RANGED = Chapter(
 
 @pytest.mark.parametrize("name, value, message", [
     ("lr", "nan", "must be a finite number"), ("lr", "inf", "must be a finite number"),
-    ("lr", "0", "must be > 0"), ("keep", "1.5", "must be [0, 1]"), ("keep", "-0.1", "must be [0, 1]"),
+    ("lr", "0", "must be > 0"), ("keep", "1.5", "must lie in [0, 1]"), ("keep", "-0.1", "must lie in [0, 1]"),
     ("size", "0", "must be > 0"), ("count", "-1", "must be >= 0"), ("lrs", "0.1,-1", "must be > 0, item by item"),
     ("lrs", "", "must not be empty"), ("shift", "nan", "must be a finite number"),
 ])

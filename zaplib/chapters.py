@@ -67,10 +67,18 @@ class Chapter:
     description: str = field(default="", compare=False)
     #: store experiments the notebook reads; their stored files are part of its up-to-date check
     experiments: tuple[str, ...] = ()
+    #: parameter name -> the interval its numbers must lie in (:class:`Param` ``bounds``), given here
+    #: in one place rather than in every parameter's tuple
+    bounds: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         # Plain tuples are accepted for brevity: (type, default, help[, choices[, bounds]]).
         params = {k: Param(*v) for k, v in self.params.items()}
+        unknown_bounds = sorted(set(self.bounds) - set(params))
+        if unknown_bounds:
+            raise ValueError(f"chapter {self.name!r}: bounds for undeclared parameters {unknown_bounds}")
+        for name, bounds in self.bounds.items():
+            params[name] = params[name]._replace(bounds=bounds)
         for name, param in params.items():
             if param.empty is None:  # a list may be empty where the chapter itself uses an empty one
                 declared = [param.default] + [values[name] for values in self.profiles.values() if name in values]

@@ -161,7 +161,9 @@ def _out_of_range(param, value) -> str | None:
         if isinstance(item, float) and not math.isfinite(item):
             return f"must be a finite number, got {item!r}"
         if bounds is not None and not _within(item, bounds):
-            return f"must be {bounds}" + (", item by item" if isinstance(value, (list, tuple)) else "") + f", got {item!r}"
+            verb = "lie in" if bounds.lstrip()[:1] in "[(" else "be"
+            each = ", item by item" if isinstance(value, (list, tuple)) else ""
+            return f"must {verb} {bounds}{each}, got {item!r}"
     return None
 
 

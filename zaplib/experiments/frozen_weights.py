@@ -68,6 +68,26 @@ def run(config: dict) -> dict:
     return frozen.pretrain_and_retrain(config)
 
 CHAPTER = Chapter(
+    bounds={  # checked before anything runs (zaplib.runner)
+        "width": "> 0",
+        "depth": "> 0",
+        "weight_decays": ">= 0",
+        "lr": "> 0",
+        "momentum": "[0, 1)",
+        "batch_size": "> 0",
+        "n_pretrain": "> 0",
+        "pretrain_epochs": "> 0",
+        "n_target": "> 0",
+        "n_val": "> 0",
+        "n_test": "> 0",
+        "target_fractions": "(0, 1]",
+        "finetune_epochs": "> 0",
+        "eps": "> 0",
+        "n_sensitivity": "> 0",
+        "track_fraction": "(0, 1]",
+        "n_probes": "> 0",
+        "probe_batch": "> 0",
+    },
     experiments=("frozen_weights",),
     name="frozen_weights",
     title="Mutually frozen weights: weight decay, plasticity vs invariance, and resets",

@@ -154,6 +154,17 @@ def run(config: dict) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 CHAPTER = Chapter(
+    bounds={  # checked before anything runs (zaplib.runner)
+        "width": "> 0",
+        "n_train": "> 0",
+        "n_test": "> 0",
+        "train_epochs": "> 0",
+        "batch_size": "> 0",
+        "lr": "> 0",
+        "retrain_steps": "> 0",
+        "snip_keep": "[0, 1]",
+        "shrink_perturb": "[0, 1]",
+    },
     experiments=("toolkit",),
     name="toolkit",
     title="A tour of the reset vocabulary",
