@@ -5,6 +5,7 @@ import pytest
 
 from zaplib import compute as zc
 from zaplib.experiments import toolkit
+from zaplib.chapters import REGISTRY
 from zaplib.runner import resolve_params
 from zaplib.store import Store
 
@@ -81,3 +82,15 @@ def test_stop_after_stops_by_time_when_no_optimiser_steps():
     with pytest.raises(zc.DryRunStop, match="s used"):
         with zc.stop_after(steps=2, seconds=0.2):
             _time.sleep(5)
+
+
+@pytest.mark.parametrize("name", ["zapping", "negative_pretraining", "lure", "frozen_weights"])
+def test_every_paper_chapter_plans_its_runs_and_prices_them(tmp_path, name):
+    for profile in ("quick", "paper"):
+        params = resolve_params(name, profile=profile)
+        missing, planned = zc.missing_runs(name, params, Store(tmp_path))
+        assert planned > 0 and len(missing) == planned           # an empty store misses every run
+        module = zc.chapter_module(REGISTRY[name])
+        costs = [module.image_steps(run.config) for run in missing]
+        assert all(c >= 0 for c in costs) and sum(costs) > 0
+        assert len(zc.dry_run_kinds(module, missing)) >= 1

@@ -590,3 +590,31 @@ def verdict_listing(claims_table: pd.DataFrame, verdicts: Sequence[str]) -> str:
     verdict = claims_table.verdict.str.replace(" (exploratory)", "", regex=False)
     rows = claims_table[verdict.isin(list(verdicts))]
     return "; ".join(f"{row.claim[0].lower()}{row.claim[1:]} ({row.verdict})" for row in rows.itertuples()) or "none"
+
+
+# ---------------------------------------------------------------------------------------------
+# What `python -m zaplib compute frozen_weights` and the profile dry run need
+# ---------------------------------------------------------------------------------------------
+def planned_runs(params: dict, store=None) -> list:
+    """Every stored run the notebook reads (one per source task and retraining λ), as ``(fn, config)``."""
+    runs = []
+    for decay in params["finetune_weight_decays"]:
+        runs += [(run, config) for config in configs(params, decay)]
+    return runs
+
+
+def image_steps(config: dict) -> float:
+    """Training image-steps of one run: every seed × λ pre-trained on the source, then every target ×
+    fraction × intervention retrained (steps from :func:`zaplib.frozen.finetune_steps`)."""
+    models = len(config["seeds"]) * len(config["weight_decays"])
+    pre = config["n_pretrain"] * config["pretrain_epochs"]
+    retrain = 0.0
+    for fraction in config["target_fractions"]:
+        n = max(1, int(round(fraction * config["n_target"])))
+        steps = frozen.finetune_steps(n, config["batch_size"], config["finetune_epochs"], config["finetune_min_steps"])
+        retrain += steps * min(config["batch_size"], n)
+    return models * (pre + len(config["targets"]) * len(config["interventions"]) * retrain)
+
+
+def run_kind(config: dict) -> str:
+    return f"{config['model']} on {config['source']}"

@@ -512,3 +512,24 @@ CHAPTER = Chapter(
                   "weight_noise_repeats": 5, "n_weight_noise": 10000},
     },
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# What `python -m zaplib compute lure` and the profile dry run need
+# ---------------------------------------------------------------------------------------------
+def planned_runs(params: dict, store=None) -> list:
+    """Every stored run the notebook reads, as ``(fn, config)`` pairs, longest first."""
+    return [(run, config) for config in unique_configs(configs(params))]
+
+
+def image_steps(config: dict) -> float:
+    """Training image-steps of one run (forward + backward of one image; probes not counted)."""
+    t = config["n_megabatches"]
+    per = (config["n_pool"] or 50000) // t * (1 - config["val_fraction"])
+    units = {"full": t * (t + 1) / 2, "none": t, "buffered": t * 1.1}[config["replay"]]
+    return per * units * config["epochs"]
+
+
+def run_kind(config: dict) -> str:
+    """The distinct kinds a dry run tries: architecture and replay (the resets all run inside)."""
+    return f"{config['model']} w{config['width']}, {config['replay']} replay"

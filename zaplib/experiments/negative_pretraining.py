@@ -459,3 +459,24 @@ CHAPTER = Chapter(
                   "paths_2d": ["blur+contrast", "blur+shift"], "hessian_iters": 20},
     },
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# What `python -m zaplib compute negative_pretraining` and the profile dry run need
+# ---------------------------------------------------------------------------------------------
+def planned_runs(params: dict, store=None) -> list:
+    """Every stored run the notebook reads, as ``(fn, config)`` pairs, longest paths first. (The
+    notebook's sweep also warms the prefixes shared by several paths first; computed one by one, a
+    run computes and memoises its own prefix.)"""
+    return [(run, config) for config in sorted(configs(params), key=lambda c: -len(c["path"]))]
+
+
+def image_steps(config: dict) -> float:
+    """An upper bound on a run's training image-steps: every step of its path at its epoch cap
+    (early stopping usually ends far sooner; the cost table says it is a bound)."""
+    n_train = config["data"].get("n_train") or 50000 - config["data"].get("n_val", 0)
+    return float(sum(n_train * step["process"]["max_epochs"] for step in config["path"]))
+
+
+def run_kind(config: dict) -> str:
+    return f"{config['data']['dataset']}, {len(config['path'])}-step path"

@@ -80,6 +80,24 @@ def _tag(runs, configs) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def validation_configs(kind: str, pretrain_configs: Sequence[dict], *, lrs: Sequence[float],
+                       val_seeds: Sequence[int], classes: int, common: dict,
+                       val_classes: int | None = None) -> list[dict]:
+    """Phase 1 of :func:`run_protocol`: one validation-pool run (all ``lrs``) per pre-trained model."""
+    return [{"kind": kind, **common, "classes": val_classes or classes, "pretrain": p, "split": "val",
+             "seeds": list(val_seeds), "lrs": list(lrs)} for p in pretrain_configs]
+
+
+def report_configs(kind: str, pretrain_configs: Sequence[dict], best_lr: pd.DataFrame, *,
+                   report_seeds: Sequence[int], classes: int, common: dict) -> list[dict]:
+    """Phase 2 of :func:`run_protocol`: one report-pool run per pre-trained model, at the learning
+    rate ``best_lr`` (:func:`zaplib.transfer.select_lr`) chose for its (method, zap, fan-in)."""
+    lr_of = {(r.method, bool(r.zap), r.fan_in): float(r.lr) for r in best_lr.itertuples()}
+    return [{"kind": kind, **common, "classes": classes, "pretrain": p, "split": "report",
+             "seeds": list(report_seeds), "lrs": [lr_of[(p["method"], bool(p["zap"]), p.get("zap_fan_in", "row"))]]}
+            for p in pretrain_configs]
+
+
 def run_protocol(kind: str, pretrain_configs: Sequence[dict], *, lrs: Sequence[float],
                  val_seeds: Sequence[int], report_seeds: Sequence[int], classes: int,
                  common: dict, val_classes: int | None = None, executor=None, store=None,
@@ -100,18 +118,14 @@ def run_protocol(kind: str, pretrain_configs: Sequence[dict], *, lrs: Sequence[f
     norm for probes, wall time) and ``val_wall_s`` / ``report_wall_s`` (summed run wall times).
     """
     store = store if store is not None else Store()
-    base = {"kind": kind, **common}
-    val_cfgs = [{**base, "classes": val_classes or classes, "pretrain": p, "split": "val",
-                 "seeds": list(val_seeds), "lrs": list(lrs)} for p in pretrain_configs]
+    val_cfgs = validation_configs(kind, pretrain_configs, lrs=lrs, val_seeds=val_seeds, classes=classes,
+                                  common=common, val_classes=val_classes)
     val_runs = sweep(transfer_run, val_cfgs, executor, store=store, experiment=TRANSFER_EXPERIMENT,
                      progress=progress)
     val = _tag(val_runs, val_cfgs)
     best = transfer.select_lr(val)
-    lr_of = {(r.method, bool(r.zap), r.fan_in): float(r.lr) for r in best.itertuples()}
-    rep_cfgs = [{**base, "classes": classes, "pretrain": p, "split": "report",
-                 "seeds": list(report_seeds),
-                 "lrs": [lr_of[(p["method"], bool(p["zap"]), p.get("zap_fan_in", "row"))]]}
-                for p in pretrain_configs]
+    rep_cfgs = report_configs(kind, pretrain_configs, best, report_seeds=report_seeds, classes=classes,
+                              common=common)
     rep_runs = sweep(transfer_run, rep_cfgs, executor, store=store, experiment=TRANSFER_EXPERIMENT,
                      progress=progress)
     reported = _tag(rep_runs, rep_cfgs)
@@ -212,35 +226,81 @@ def finetune_configs(params, configs: list[dict]) -> list[dict]:
     return [c for c in configs if c["method"] in params["finetune_methods"] and c["seed"] in keep]
 
 
+def protocol_settings(params, kind: str) -> dict:
+    """The settings of transfer protocol ``kind`` ("probe", "unfrozen" or "iid") from the chapter's
+    parameters: the keyword arguments of :func:`run_protocol` besides the pre-trained models."""
+    finetune = {"val_seeds": params["finetune_val_seeds"], "report_seeds": params["finetune_report_seeds"],
+                "classes": params["finetune_classes"],
+                "val_classes": min(params["finetune_classes"], params["val_classes"])}
+    if kind == "probe":  # sequential linear probe with LR selection on the validation pool (Alg. 2)
+        return {"lrs": params["probe_lrs"], "val_seeds": params["val_seeds"],
+                "report_seeds": params["report_seeds"], "classes": params["transfer_classes"],
+                "val_classes": params["val_classes"], "common": probe_common(params)}
+    if kind == "unfrozen":  # sequential transfer with every parameter trained (App. H)
+        return {"lrs": params["unfrozen_lrs"], "common": probe_common(params), **finetune}
+    if kind == "iid":  # i.i.d. fine-tuning (Alg. 3): Adam, batch 32, curves twice an epoch
+        common = {"val_pool": params["val_pool"], "class_split_seed": 0, "split_seed": 0,
+                  "epochs": params["iid_transfer_epochs"], "batch_size": 32, "evals_per_epoch": 2}
+        return {"lrs": params["iid_transfer_lrs"], "common": common, **finetune}
+    raise ValueError(f"unknown transfer protocol {kind!r}; protocols: probe, unfrozen, iid")
+
+
 def run_probe(params, configs, executor=None, store=None, progress=True) -> dict:
     """Sequential linear-probe transfer with LR selection on the validation pool (Alg. 2)."""
-    return run_protocol("probe", configs, lrs=params["probe_lrs"], val_seeds=params["val_seeds"],
-                        report_seeds=params["report_seeds"], classes=params["transfer_classes"],
-                        val_classes=params["val_classes"], common=probe_common(params),
-                        executor=executor, store=store, progress=progress)
+    return run_protocol("probe", configs, **protocol_settings(params, "probe"), executor=executor,
+                        store=store, progress=progress)
 
 
 def run_unfrozen(params, configs, executor=None, store=None, progress=True) -> dict:
     """Sequential transfer with every parameter trained (App. H)."""
-    return run_protocol("unfrozen", configs, lrs=params["unfrozen_lrs"],
-                        val_seeds=params["finetune_val_seeds"],
-                        report_seeds=params["finetune_report_seeds"],
-                        classes=params["finetune_classes"],
-                        val_classes=min(params["finetune_classes"], params["val_classes"]),
-                        common=probe_common(params), executor=executor, store=store,
-                        progress=progress)
+    return run_protocol("unfrozen", configs, **protocol_settings(params, "unfrozen"), executor=executor,
+                        store=store, progress=progress)
 
 
 def run_iid_transfer(params, configs, executor=None, store=None, progress=True) -> dict:
     """i.i.d. fine-tuning on the transfer classes (Alg. 3): Adam, batch 32, curves twice an epoch."""
-    common = {"val_pool": params["val_pool"], "class_split_seed": 0, "split_seed": 0,
-              "epochs": params["iid_transfer_epochs"], "batch_size": 32, "evals_per_epoch": 2}
-    return run_protocol("iid", configs, lrs=params["iid_transfer_lrs"],
-                        val_seeds=params["finetune_val_seeds"],
-                        report_seeds=params["finetune_report_seeds"],
-                        classes=params["finetune_classes"],
-                        val_classes=min(params["finetune_classes"], params["val_classes"]),
-                        common=common, executor=executor, store=store, progress=progress)
+    return run_protocol("iid", configs, **protocol_settings(params, "iid"), executor=executor,
+                        store=store, progress=progress)
+
+
+def planned_runs(params, store=None) -> list:
+    """The stored runs the notebook reads, as ``(fn, config)`` pairs, as far as they can be known
+    from the runs already in ``store``: the pre-training runs; once they are stored, every
+    protocol's validation runs; once those are stored, its report runs at the chosen learning rate
+    (``python -m zaplib compute zapping`` plans again after each stage)."""
+    pre = pretrain_configs(params) + bug_configs(params)
+    runs = [(pretrain_run, c) for c in pre]
+    if store is None or not all(store.complete(PRETRAIN_EXPERIMENT, c) for c in pre):
+        return runs
+    for kind, models in (("probe", pre), ("unfrozen", finetune_configs(params, pre)),
+                         ("iid", finetune_configs(params, pre))):
+        settings = protocol_settings(params, kind)
+        report_seeds = settings.pop("report_seeds")
+        val_cfgs = validation_configs(kind, models, **settings)
+        runs += [(transfer_run, c) for c in val_cfgs]
+        if all(store.complete(TRANSFER_EXPERIMENT, c) for c in val_cfgs):
+            best = transfer.select_lr(_tag([store.load(TRANSFER_EXPERIMENT, c) for c in val_cfgs], val_cfgs))
+            runs += [(transfer_run, c) for c in report_configs(
+                kind, models, best, report_seeds=report_seeds, classes=settings["classes"],
+                common=settings["common"])]
+    return runs
+
+
+def image_steps(config: dict) -> float:
+    """Image-steps of one run. Pre-training: i.i.d. epochs over 15 images of each of the 964
+    background classes, or episodes of K inner single-image steps plus an outer batch of R + K.
+    Transfer: 15 training images per class, per transfer seed and learning rate (× epochs)."""
+    if "pretrain" in config:
+        return float(config["classes"] * 15 * len(config["seeds"]) * len(config["lrs"]) * config.get("epochs", 1))
+    if config["method"] == "untrained":
+        return 0.0
+    if config["method"] == "iid":
+        return 964 * 15 * config["epochs"]
+    return config["episodes"] * (2 * config["K"] + config["R"])
+
+
+def run_kind(config: dict) -> str:
+    return f"{config['method']} ({config['channels']} ch)"
 
 
 def zap_comparison(curves: pd.DataFrame, value: str = "test_acc") -> pd.DataFrame:
