@@ -224,8 +224,9 @@ def _compute_stage(runs: list[PlannedRun], store: Store, executor, n_workers: in
 GPU_SPEEDUP = 50.0
 
 
-class DryRunStop(Exception):
-    """Raised inside a run once it has taken its dry-run steps (or used its time)."""
+class DryRunStop(BaseException):
+    """Raised inside a run once it has taken its dry-run steps (or used its time). A BaseException,
+    so that no ``except Exception`` inside a run can swallow it and train on."""
 
 
 @contextlib.contextmanager
@@ -276,6 +277,23 @@ def dry_run_kinds(module, runs: list[PlannedRun]) -> list[PlannedRun]:
     return list(chosen.values())
 
 
+def _batch_size(config):
+    """The first ``batch_size`` in a (nested) config, or None."""
+    if isinstance(config, dict):
+        if isinstance(config.get("batch_size"), int):
+            return config["batch_size"]
+        values = config.values()
+    elif isinstance(config, list):
+        values = config
+    else:
+        return None
+    for value in values:
+        found = _batch_size(value)
+        if found is not None:
+            return found
+    return None
+
+
 def paper_dry_run(chapter: Chapter | str, params: dict | None = None, profile: str = "paper", *,
                   steps: int = 2, seconds: float = 120.0, gpu_speedup: float = GPU_SPEEDUP,
                   out: TextIO = sys.stderr) -> dict:
@@ -283,7 +301,9 @@ def paper_dry_run(chapter: Chapter | str, params: dict | None = None, profile: s
 
     Resolves every config the chapter plans (:func:`missing_runs` on an empty store, so every run
     counts), runs ``steps`` optimiser steps of one run of every distinct kind at full size on the
-    available device (which loads its datasets and builds its model), and prints the total cost:
+    available device (which loads its datasets and builds its model; a chapter's
+    ``dry_run_config(config)`` may make the measurements around the training cheaper, never the
+    model or the training data smaller), and prints the total cost:
     image-steps from the chapter's ``image_steps(config)`` and hours at the throughput measured in
     those steps, and at ``gpu_speedup`` times it (a stated assumption, :data:`GPU_SPEEDUP`).
     A dataset that cannot be found is reported with the command that prepares it and counted as
@@ -301,10 +321,14 @@ def paper_dry_run(chapter: Chapter | str, params: dict | None = None, profile: s
         rows, failures, skipped = [], [], []
         for run in kinds:
             row = {"experiment": run.experiment, "kind": getattr(module, "run_kind", lambda c: "")(run.config)}
+            print(f"zaplib dry run: {chapter.name}: trying {row['experiment']} {row['kind']}", file=out, flush=True)
             tic, record = time.perf_counter(), {"step_times": []}
+            config = run.config
+            if hasattr(module, "dry_run_config"):  # e.g. fewer probe images: same model, same data
+                config = module.dry_run_config(config)
             try:
                 with stop_after(steps, seconds) as record:
-                    run.fn(run.config)
+                    run.fn(config)
                 row["status"] = "finished within the dry run"
             except DryRunStop as stop:
                 row["status"] = f"ok ({stop})"
@@ -316,7 +340,8 @@ def paper_dry_run(chapter: Chapter | str, params: dict | None = None, profile: s
                 failures.append(row)
             times = record["step_times"][1:] or record["step_times"]  # the first step warms up
             row["s_per_step"] = statistics.median(times) if times else None
-            row["batch"] = run.config.get("batch_size")
+            per_step = getattr(module, "images_per_step", _batch_size)  # stacked models: all of them
+            row["batch"] = per_step(run.config)
             row["setup_s"] = time.perf_counter() - tic
             rows.append(row)
     image_steps = getattr(module, "image_steps", None)

@@ -618,3 +618,15 @@ def image_steps(config: dict) -> float:
 
 def run_kind(config: dict) -> str:
     return f"{config['model']} on {config['source']}"
+
+
+def dry_run_config(config: dict) -> dict:
+    """A run for the profile dry run: the same models and training data, but 1,000 test images for
+    the accuracy probe every network takes before its first step (the paper profile's 10,000 take
+    minutes on a CPU)."""
+    return {**config, "n_test": min(config["n_test"], 1000), "n_sensitivity": min(config["n_sensitivity"], 100)}
+
+
+def images_per_step(config: dict) -> int:
+    """Images one optimiser step trains on: a batch for each of the stacked seed × λ networks."""
+    return config["batch_size"] * len(config["seeds"]) * len(config["weight_decays"])

@@ -531,5 +531,6 @@ def image_steps(config: dict) -> float:
 
 
 def run_kind(config: dict) -> str:
-    """The distinct kinds a dry run tries: architecture and replay (the resets all run inside)."""
-    return f"{config['model']} w{config['width']}, {config['replay']} replay"
+    """The distinct kinds a dry run tries: the architectures (replay modes and resets change which
+    data and weights a step sees, not whether it runs)."""
+    return f"{config['model']} w{config['width']}"

@@ -479,4 +479,11 @@ def image_steps(config: dict) -> float:
 
 
 def run_kind(config: dict) -> str:
-    return f"{config['data']['dataset']}, {len(config['path'])}-step path"
+    """The distinct kinds a dry run tries: dataset × model (a longer path repeats the same steps)."""
+    return f"{config['data']['dataset']}, {config['model']['name']} w{config['model']['width']}"
+
+
+def dry_run_config(config: dict) -> dict:
+    """A run for the profile dry run: the same model, data and path, without the Hessian and
+    sharpness probes that precede the first training step."""
+    return {**config, "probes": {**config["probes"], "hessian_iters": 0, "sharpness_draws": 1}}
