@@ -305,3 +305,31 @@ def test_train_iid_stacked_equals_separate_train_iid(opt_name, lr, restore_best,
         assert (mine["seed"] == seeds[s]).all()
         cols = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "best"]
         pd.testing.assert_frame_equal(mine[cols], rec_alone[cols], atol=1e-10)
+
+
+def test_bf16_precision_autocasts_the_step_and_keeps_fp32_weights_and_unknown_precision_fails():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+    seen = []
+    model[1].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.rand(8, 1, 4, 4), torch.randint(0, 4, (8,))
+    before = model[1].weight.detach().clone()
+    train.train_step(model, opt, x, y, F.cross_entropy, "bf16")
+    assert seen == [torch.bfloat16] and model[1].weight.dtype == torch.float32
+    assert not torch.equal(before, model[1].weight)
+    train.train_step(model, opt, x, y, F.cross_entropy, "fp32")
+    assert seen[-1] == torch.float32
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        train.train_iid(model, x, y, epochs=1, batch_size=4, precision="fp16")
+
+
+def test_stacked_models_step_in_bf16_matches_fp32_closely_on_a_tiny_problem():
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4)) for _ in range(2)]
+    x, y = torch.rand(8, 1, 4, 4), torch.randint(0, 4, (8,))
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        stacked = train.StackedModels([n for n in nets], optimizer="sgd", lr=0.1)
+        losses[precision], _ = stacked.step(x, y, precision)
+    assert torch.allclose(losses["fp32"], losses["bf16"].float(), atol=0.05)

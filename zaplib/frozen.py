@@ -179,9 +179,10 @@ def train_stacked(models_: Sequence[nn.Module], weight_decays: Sequence[float], 
                   y: torch.Tensor, *, steps: int, batch_size: int, lr: float, momentum: float,
                   generators: Sequence[torch.Generator],
                   probe: Callable[[int, train.StackedModels], object] | None = None,
-                  probe_steps: Sequence[int] = ()) -> tuple[list[nn.Module], pd.DataFrame, list]:
+                  probe_steps: Sequence[int] = (), precision: str = "fp32") -> tuple[list[nn.Module], pd.DataFrame, list]:
     """Train S models in lock-step for ``steps`` SGD steps (momentum, per-model coupled L2 weight
-    decay :func:`add_weight_decay`), model s drawing its batches with ``generators[s]``.
+    decay :func:`add_weight_decay`), model s drawing its batches with ``generators[s]``, the steps
+    at ``precision`` (:func:`zaplib.train.autocast`).
 
     A fixed number of steps rather than epochs with early stopping, so that the number of updates a
     frozen weight receives is the same for every model, and so that probes can sit at arbitrary
@@ -210,7 +211,7 @@ def train_stacked(models_: Sequence[nn.Module], weight_decays: Sequence[float], 
         if step == steps:
             break
         idx = next(stream)
-        losses, _ = stacked.step(train.as_float(x[idx]), y[idx])
+        losses, _ = stacked.step(train.as_float(x[idx]), y[idx], precision)
         loss_sum += losses
         since += 1
     stacked.unstack(list(models_))
@@ -413,7 +414,7 @@ def pretrain_and_retrain(config: dict) -> dict:
     nets, losses, pretrain_frames = train_stacked(
         nets, wds, source["x_train"], source["y_train"], steps=steps, batch_size=bs,
         lr=config["lr"], momentum=config["momentum"], generators=gens, probe=pretrain_probe,
-        probe_steps=range(0, steps + 1, per_epoch))
+        probe_steps=range(0, steps + 1, per_epoch), precision=config.get("precision", "fp32"))
     pretrain = pd.concat(pretrain_frames, ignore_index=True).merge(losses, on=["model", "step"], how="left")
     pretrain = index.merge(pretrain, on="model")
 
@@ -487,7 +488,8 @@ def pretrain_and_retrain(config: dict) -> dict:
 
             ft_nets, _, probe_out = train_stacked(
                 ft_nets, ft_wds, x_t, y_t, steps=ft_steps, batch_size=bs, lr=config["lr"],
-                momentum=config["momentum"], generators=ft_gens, probe=probe, probe_steps=schedule)
+                momentum=config["momentum"], generators=ft_gens, probe=probe, probe_steps=schedule,
+                precision=config.get("precision", "fp32"))
             for job, net in zip(jobs, ft_nets):
                 pooled = frozen_table(net, eps).set_index("layer").loc["all"]
                 finetune_rows.append({

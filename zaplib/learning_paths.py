@@ -412,7 +412,7 @@ def _run_step(model: nn.Module, step: Step, index: int, d: PathData, seed: int, 
         model, d.x_train, d.y_train, x_val, d.y_val, epochs=p.max_epochs, batch_size=p.batch_size,
         optimizer=p.optimizer, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay,
         patience=p.patience, restore_best=p.restore_best, augment=task_transform(step.task),
-        generator=gen, epoch_callback=callback,
+        generator=gen, epoch_callback=callback, precision=config.get("precision", "fp32"),
     )
     ran = int(records["epoch"].max()) if len(records) else 0
     probe(ran)  # the state that leaves the step (best checkpoint when restored)

@@ -291,8 +291,12 @@ def pretrain_iid(
     zap_bias: str = "zero",
     generator: torch.Generator | None = None,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> tuple[nn.Module, pd.DataFrame]:
-    """i.i.d. pre-training (Adam, batches) with zapping every ``zap_every`` epochs (§2.1.1).
+    """i.i.d. pre-training (Adam, batches) with zapping every ``zap_every`` epochs (§2.1.1), the
+    steps at ``precision`` (:func:`zaplib.train.autocast`). ASB and meta-ASB stay fp32: their
+    meta-gradients are checked against finite differences and learn2learn to 1e-5, which bf16's
+    8-bit mantissa cannot hold, and the inner loop's single-image steps gain little from bf16.
 
     Zapping happens at the start of epochs ``zap_every, 2·zap_every, ...`` (never before the
     first, as the official ``lobo_rate``); ``zap_rows`` random rows are re-drawn (``None``: the
@@ -316,7 +320,7 @@ def pretrain_iid(
     model, records = train_iid(model, x_train, y_train, x_val, y_val, epochs=epochs,
                                batch_size=batch_size, optimizer="adam", lr=lr,
                                restore_best=False, generator=generator, epoch_callback=maybe_zap,
-                               progress=progress)
+                               progress=progress, precision=precision)
     records["zapped"] = records["epoch"].isin(zapped_epochs)
     return model, records
 
@@ -377,7 +381,7 @@ def pretrain(config: dict) -> dict:
             batch_size=config["batch_size"], lr=config["lr"],
             zap_every=config["zap_every"] if config["zap"] else 0, zap_rows=config.get("zap_rows"),
             zap_fan_in=config.get("zap_fan_in", "row"), zap_bias=config.get("zap_bias", "zero"),
-            generator=generator)
+            generator=generator, precision=config.get("precision", "fp32"))
     elif method in ("asb", "meta_asb", "anml"):
         model, records = pretrain_asb(
             model, bg.x_train, bg.y_train, episodes=config["episodes"],

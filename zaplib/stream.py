@@ -401,7 +401,7 @@ def run_stream(config: dict, device=None, progress: bool = False, stage_callback
             lr=lr_start, lr_milestones=config["lr_milestones"], lr_gamma=config["lr_gamma"],
             monitor="val_acc", restore_best=config["carry_best"], augment=augment,
             val_transform=val_transform, generator=g, eval_batch_size=config["eval_batch_size"],
-            progress=progress,
+            progress=progress, precision=config.get("precision", "fp32"),
         )
         records.insert(0, "megabatch", i + 1)
         epoch_frames.append(records)

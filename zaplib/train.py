@@ -178,13 +178,29 @@ def evaluate(
     return {"loss": loss, "acc": metrics.accuracy(logits, y), "n": int(len(y))}
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(precision: str, device: torch.device | str):
+    """The context a training step's forward pass and loss run in: ``"fp32"`` (nothing changes) or
+    ``"bf16"`` (``torch.autocast`` to bfloat16 on the CPU or CUDA: matrix products and convolutions
+    in bf16; weights, gradients and optimiser state stay fp32). Whether bf16 leaves a chapter's
+    key metric equivalent to fp32 is tested per chapter before a profile uses it (issue 13 §3)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; precisions: {PRECISIONS}")
+    device_type = torch.device(device).type
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               loss_fn: LossFn = F.cross_entropy):
+               loss_fn: LossFn = F.cross_entropy, precision: str = "fp32"):
     """One optimiser step on the float batch ``(x, y)``; returns (loss, number correct) as 0-d
-    tensors (no host sync, so a loop can accumulate them on the device)."""
+    tensors (no host sync, so a loop can accumulate them on the device). ``precision``: see
+    :func:`autocast`."""
     optimizer.zero_grad(set_to_none=True)
-    logits = model(x)
-    loss = loss_fn(logits, y)
+    with autocast(precision, x.device):
+        logits = model(x)
+        loss = loss_fn(logits, y)
     loss.backward()
     optimizer.step()
     return loss.detach(), (logits.detach().argmax(-1) == y).sum()
@@ -220,8 +236,10 @@ def train_iid(
     drop_last: bool = False,
     eval_batch_size: int = 1000,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> tuple[nn.Module, pd.DataFrame]:
-    """Train ``model`` i.i.d. on ``(x_train, y_train)`` for at most ``epochs`` epochs.
+    """Train ``model`` i.i.d. on ``(x_train, y_train)`` for at most ``epochs`` epochs, the training
+    steps at ``precision`` (:func:`autocast`; evaluation stays fp32).
 
     Data are tensors on the model's device: uint8 NCHW images (converted per batch by
     :func:`as_float`) or floats, with int64 labels. Each epoch draws one permutation from
@@ -241,6 +259,7 @@ def train_iid(
     training batches in train mode, i.e. with augmentation; ``best`` marks the epoch whose
     checkpoint was kept). ``records.attrs["best_epoch"]`` and ``["stopped_early"]`` summarise.
     """
+    autocast(precision, x_train.device)  # an unknown precision fails before the first epoch
     has_val = x_val is not None and y_val is not None and len(x_val) > 0
     best_value = _initial_best(monitor)
     opt, base_lrs = _resolve_optimizer(model.parameters(), optimizer, lr, momentum, weight_decay)
@@ -261,7 +280,7 @@ def train_iid(
             xb = as_float(x_train[idx])
             if augment is not None:
                 xb = augment(xb, generator)
-            loss, n_correct = train_step(model, opt, xb, y_train[idx], loss_fn)
+            loss, n_correct = train_step(model, opt, xb, y_train[idx], loss_fn, precision)
             loss_sum += loss * len(idx)
             correct += n_correct
             seen += len(idx)
@@ -419,16 +438,20 @@ class StackedModels:
         grads, (losses, logits) = self._grad_fns[per_model](trainable, frozen, self.buffers, x, y)
         return grads, losses, logits
 
-    def step(self, x: torch.Tensor, y: torch.Tensor):
-        """One optimiser step for all S models; returns (losses ``(S,)``, numbers correct ``(S,)``)."""
+    def step(self, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32"):
+        """One optimiser step for all S models; returns (losses ``(S,)``, numbers correct ``(S,)``).
+        ``precision``: see :func:`autocast`."""
         self.optimizer.zero_grad(set_to_none=True)
+        with autocast(precision, x.device):
+            if self.grad_mode == "func":
+                grads, losses, logits = self.gradients(x, y)
+            else:
+                losses, logits = self.losses(x, y)
         if self.grad_mode == "func":
-            grads, losses, logits = self.gradients(x, y)
             for name, grad in grads.items():
-                self.params[name].grad = grad
+                self.params[name].grad = grad.float()
         else:
-            losses, logits = self.losses(x, y)
-            losses.sum().backward()
+            losses.float().sum().backward()
         self.optimizer.step()
         targets = y if y.dim() == 2 else y.expand(self.num_models, -1)
         return losses.detach(), (logits.detach().argmax(-1) == targets).sum(1)
@@ -661,6 +684,8 @@ def train_iid_stacked(
 
 
 __all__ = [
+    "PRECISIONS",
+    "autocast",
     "as_float",
     "make_optimizer",
     "step_lr",

@@ -37,7 +37,7 @@ from torch import nn
 
 from . import get_device, metrics, samplers
 from .pretraining import omniglot_data
-from .train import as_float, predict_logits
+from .train import as_float, autocast, predict_logits
 
 __all__ = [
     "Trajectory",
@@ -281,7 +281,7 @@ def _accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int 
 
 def sequential_unfrozen(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, *,
                         n_classes: int, seed: int, lr: float, eval_every: int = 50,
-                        shuffle_images: bool = True) -> pd.DataFrame:
+                        shuffle_images: bool = True, precision: str = "fp32") -> pd.DataFrame:
     """Alg. 2 with *all* parameters trained (App. H, "unfrozen"): a copy of ``model`` with a new
     head, one Adam step per image. ``train_x`` (P, n_train, C, H, W) / ``test_x`` (P, n_test, ...)
     are the pool's images grouped by class; the stream is :func:`trajectory` of ``seed`` (the
@@ -300,7 +300,8 @@ def sequential_unfrozen(model: nn.Module, train_x: torch.Tensor, test_x: torch.T
         xs = as_float(train_x[classes[n]][tr.image_order[n].to(device)])
         y = torch.tensor([n], device=device)
         for i in range(n_train):
-            loss = F.cross_entropy(net(xs[i : i + 1]), y)
+            with autocast(precision, device):
+                loss = F.cross_entropy(net(xs[i : i + 1]), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -315,7 +316,7 @@ def sequential_unfrozen(model: nn.Module, train_x: torch.Tensor, test_x: torch.T
 
 def iid_transfer(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, *, n_classes: int,
                  seed: int, lr: float, epochs: int = 5, batch_size: int = 32,
-                 evals_per_epoch: int = 2) -> pd.DataFrame:
+                 evals_per_epoch: int = 2, precision: str = "fp32") -> pd.DataFrame:
     """Alg. 3: unfrozen fine-tuning of a copy of ``model`` with a new head on shuffled batches of the
     ``n_classes`` classes of ``seed``'s trajectory (all their training images), Adam, ``epochs``
     epochs (the paper: 5). Accuracy on all training images (line 5) and all held-out images
@@ -341,7 +342,8 @@ def iid_transfer(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, 
         net.train()
         for k in range(n_batches):
             idx = order[k * batch_size : (k + 1) * batch_size]
-            loss = F.cross_entropy(net(as_float(Xtr[idx])), ytr[idx])
+            with autocast(precision, device):
+                loss = F.cross_entropy(net(as_float(Xtr[idx])), ytr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -405,12 +407,14 @@ def transfer(model: nn.Module, config: dict, device=None) -> dict:
             for lr in config["lrs"]:
                 if kind == "unfrozen":
                     frames.append(sequential_unfrozen(model, train_x, test_x, n_classes=config["classes"],
-                                                      seed=seed, lr=lr, eval_every=config["eval_every"]))
+                                                      seed=seed, lr=lr, eval_every=config["eval_every"],
+                                                      precision=config.get("precision", "fp32")))
                 else:
                     frames.append(iid_transfer(model, train_x, test_x, n_classes=config["classes"],
                                                seed=seed, lr=lr, epochs=config["epochs"],
                                                batch_size=config["batch_size"],
-                                               evals_per_epoch=config["evals_per_epoch"]))
+                                               evals_per_epoch=config["evals_per_epoch"],
+                                               precision=config.get("precision", "fp32")))
         curves = pd.concat(frames, ignore_index=True)
         density = norm = float("nan")
     else:

@@ -96,7 +96,8 @@ def run(config: dict) -> dict:
     model = models.build(config).to(device)  # model, width and seed are the run's own keys
     model, training = train.train_iid(model, x_train, y_train, epochs=config["train_epochs"],
                                       batch_size=config["batch_size"], optimizer="adam",
-                                      lr=config["lr"], generator=samplers.generator(seed, "train"))
+                                      lr=config["lr"], generator=samplers.generator(seed, "train"),
+                                      precision=config.get("precision", "fp32"))
 
     def measure(net):
         logits = train.predict_logits(net, x_test)
@@ -110,7 +111,8 @@ def run(config: dict) -> dict:
         changed = apply_op(op, net, config, snip_batch, samplers.generator(seed, "reset", op))
         acc_reset, pc_reset = measure(net)
         train.train_iid(net, x_retrain, y_retrain, epochs=1, batch_size=config["batch_size"],
-                        optimizer="adam", lr=config["lr"], generator=samplers.generator(seed, "retrain", op))
+                        optimizer="adam", lr=config["lr"], generator=samplers.generator(seed, "retrain", op),
+                        precision=config.get("precision", "fp32"))
         acc_retrained, pc_retrained = measure(net)
         rows.append({"op": op, "entries_changed": changed, "fraction_changed": changed / n_params,
                      "acc_after_reset": acc_reset, "acc_after_retrain": acc_retrained})
