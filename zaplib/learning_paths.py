@@ -268,19 +268,6 @@ DEFAULT_PROBES = {
 # =============================================================================================
 # 2. Data and transforms
 # =============================================================================================
-@dataclass
-class PathData:
-    """Device tensors of one data config: uint8 NCHW images, int64 labels."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    num_classes: int
-
-
 def _resample(x: torch.Tensor, side: int | None) -> torch.Tensor:
     if side is None or side == x.shape[-1]:
         return x
@@ -289,7 +276,7 @@ def _resample(x: torch.Tensor, side: int | None) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=4)
-def _prepared(data_json: str, device: str) -> PathData:
+def _prepared(data_json: str, device: str) -> data.Subset:
     cfg = json.loads(data_json)
     ds = data.load(cfg["dataset"], device=device)
     n_train, n_val = int(cfg["n_train"]), int(cfg["n_val"])
@@ -300,12 +287,13 @@ def _prepared(data_json: str, device: str) -> PathData:
                     n_test=int(cfg.get("n_test", 0)) or None,
                     generator=samplers.generator(int(cfg.get("data_seed", 0)), "split"))
     side = cfg.get("resolution")
-    return PathData(_resample(s.x_train, side), s.y_train, _resample(s.x_val, side), s.y_val,
-                    _resample(s.x_test, side), s.y_test, s.num_classes)
+    return data.Subset(_resample(s.x_train, side), s.y_train, _resample(s.x_val, side), s.y_val,
+                       _resample(s.x_test, side), s.y_test, s.num_classes, s.name)
 
 
-def prepare_data(data_cfg: dict, device=None) -> PathData:
-    """The train / validation / test tensors of ``data_cfg`` (cached per process)."""
+def prepare_data(data_cfg: dict, device=None) -> data.Subset:
+    """The train / validation / test tensors of ``data_cfg`` (uint8 NCHW images at the config's
+    resolution, int64 labels; cached per process)."""
     return _prepared(json.dumps(data_cfg, sort_keys=True), str(get_device(device)))
 
 
@@ -370,7 +358,7 @@ def model_config(model_cfg: dict, in_channels: int, side: int, num_classes: int,
     return cfg
 
 
-def _run_step(model: nn.Module, step: Step, index: int, d: PathData, seed: int, probes: dict,
+def _run_step(model: nn.Module, step: Step, index: int, d: data.Subset, seed: int, probes: dict,
               device: torch.device) -> dict[str, pd.DataFrame]:
     """Apply one (task, process) pair, with its bias reset, to ``model`` in place."""
     gen = samplers.generator(seed, "step", index, "train")
