@@ -359,8 +359,9 @@ def model_config(model_cfg: dict, in_channels: int, side: int, num_classes: int,
 
 
 def _run_step(model: nn.Module, step: Step, index: int, d: data.Subset, seed: int, probes: dict,
-              device: torch.device) -> dict[str, pd.DataFrame]:
-    """Apply one (task, process) pair, with its bias reset, to ``model`` in place."""
+              device: torch.device, precision: str = "fp32") -> dict[str, pd.DataFrame]:
+    """Apply one (task, process) pair, with its bias reset, to ``model`` in place (training steps
+    at ``precision``, :func:`zaplib.train.autocast`)."""
     gen = samplers.generator(seed, "step", index, "train")
     probe_gen = samplers.generator(seed, "step", index, "sharpness")
     n_probe = int(probes["n_probe"])
@@ -400,7 +401,7 @@ def _run_step(model: nn.Module, step: Step, index: int, d: data.Subset, seed: in
         model, d.x_train, d.y_train, x_val, d.y_val, epochs=p.max_epochs, batch_size=p.batch_size,
         optimizer=p.optimizer, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay,
         patience=p.patience, restore_best=p.restore_best, augment=task_transform(step.task),
-        generator=gen, epoch_callback=callback, precision=config.get("precision", "fp32"),
+        generator=gen, epoch_callback=callback, precision=precision,
     )
     ran = int(records["epoch"].max()) if len(records) else 0
     probe(ran)  # the state that leaves the step (best checkpoint when restored)
@@ -488,7 +489,7 @@ def _follow(config: dict, memoise_end: bool) -> dict[str, pd.DataFrame]:
             start = n
             break
     for index in range(start, len(path)):
-        out = _run_step(model, path[index], index, d, seed, probes, device)
+        out = _run_step(model, path[index], index, d, seed, probes, device, config.get("precision", "fp32"))
         for k, v in out.items():
             frames.setdefault(k, []).append(v)
         frames = {k: [pd.concat(v, ignore_index=True)] for k, v in frames.items()}
