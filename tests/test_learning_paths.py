@@ -181,3 +181,12 @@ def test_warm_prefixes_memoises_each_shared_prefix_once(fake_data, tmp_path):
     assert [f.stem for f in (tmp_path / "memo").glob("*.pt")] == [keys_a[0]]
     assert P.warm_prefixes([a, b], progress=False) == 0  # already memoised
     assert P.warm_prefixes([a], progress=False) == 0      # nothing shared
+
+
+def test_a_bf16_path_never_reuses_an_fp32_prefix():
+    import zaplib.learning_paths as LP
+
+    config = {"seed": 0, "data": {"dataset": "mnist"}, "model": {"name": "mlp"}, "probes": {},
+              "path": [{"step": 1}, {"step": 2}]}
+    assert LP.step_keys(config) != LP.step_keys({**config, "precision": "bf16"})
+    assert LP.step_keys(config) == LP.step_keys({**config, "precision": "fp32"})

@@ -336,6 +336,8 @@ def prefix_cache_dir() -> Path | None:
 
 def _prefix_key(config: dict, n_steps: int, device: torch.device) -> str:
     payload = {k: config[k] for k in ("seed", "data", "model", "probes")}
+    if config.get("precision", "fp32") != "fp32":  # fp32 keys stay what they were
+        payload["precision"] = config["precision"]
     payload.update(path=config["path"][:n_steps], device=device.type, version=CACHE_VERSION)
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
