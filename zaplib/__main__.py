@@ -21,7 +21,7 @@ import sys
 from . import runner
 from .chapters import PROFILES, PUBLISHED, REGISTRY
 from .runner import ParameterError, describe_params, resolve_params, type_name
-from .store import DirtyTreeError
+from .store import DirtyTreeError, Store
 
 
 def _list(args) -> int:
@@ -39,6 +39,27 @@ def _list(args) -> int:
             print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
         print()
     return 0
+
+
+def _say_what_is_missing(name: str, params: dict, profile: str | None) -> None:
+    """Before a notebook spends minutes computing runs, say which are missing and how to compute
+    them in budgeted chunks instead."""
+    from . import compute  # imported here: the check needs the chapter modules and the store
+
+    chapter = REGISTRY[name]
+    if not hasattr(compute.chapter_module(chapter), "planned_runs"):
+        return
+    resolved = resolve_params(chapter, params, profile)
+    missing, planned = compute.missing_runs(chapter, resolved, Store(profile=resolved["profile"]))
+    if not missing:
+        return
+    known = sum(r.estimate_s for r in missing if r.estimate_s is not None)
+    unknown = sum(r.estimate_s is None for r in missing)
+    print(f"zaplib: chapter {name!r} ({resolved['profile']}): {len(missing)} of {planned} planned runs are "
+          f"not stored (≈ {known / 60:.0f} min of compute estimated, {unknown} without an estimate; "
+          "later stages may add more); executing the notebook computes them. To compute them first, "
+          f"in resumable chunks: python -m zaplib compute {name} --profile {resolved['profile']} "
+          "--budget MINUTES --workers 2", file=sys.stderr)
 
 
 def _run(args) -> int:
@@ -64,6 +85,7 @@ def _run(args) -> int:
                   if compute.paper_dry_run(name, params, args.profile or "paper")["failures"]]
         return 1 if failed else 0
     for name in names:
+        _say_what_is_missing(name, params, args.profile)
         try:
             path = runner.run_chapter(name, params, args.profile, force=args.force,
                                       scheduler=args.scheduler, workers=args.workers,
