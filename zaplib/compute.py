@@ -68,6 +68,26 @@ def estimate_seconds(store: Store, run: PlannedRun, module=None, _cache: dict | 
     return float(cost(run.config)) if cost is not None else None
 
 
+def recorded_seconds(chapter: Chapter | str, params: dict, store: Store) -> tuple[float, int]:
+    """The recorded single-worker compute of the chapter's stored planned runs (every stage that
+    can be planned from the store) and how many runs that is: a profile's *cold time* is this
+    divided by the workers, plus the notebook's own execution."""
+    chapter = get_chapter(chapter) if isinstance(chapter, str) else chapter
+    module = chapter_module(chapter)
+    walls: dict = {}
+    seconds, counted = 0.0, set()
+    for fn, config in module.planned_runs(params, store):
+        experiment = fn.experiment
+        version = code_version(experiment, fn)
+        if (experiment, version) not in walls:
+            walls[(experiment, version)] = {canonical_json(c): t for c, t in store.wall_times(experiment, version)}
+        key = (experiment, canonical_json(config))
+        if key not in counted and key[1] in walls[(experiment, version)]:
+            counted.add(key)
+            seconds += walls[(experiment, version)][key[1]]
+    return seconds, len(counted)
+
+
 def missing_runs(chapter: Chapter | str, params: dict, store: Store) -> tuple[list[PlannedRun], int]:
     """The planned runs that are not stored yet (with estimates), and how many runs are planned."""
     chapter = get_chapter(chapter) if isinstance(chapter, str) else chapter
@@ -136,6 +156,10 @@ def compute(chapter: Chapter | str, params: dict | None = None, profile: str | N
               "without an estimate); later stages are planned once these are stored", file=out)
         if len(table):
             print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"), file=out)
+        stored_s, stored_n = recorded_seconds(chapter, params, store)
+        if stored_n:
+            print(f"stored: {stored_n} runs with {stored_s / 60:.1f} min of recorded single-worker compute "
+                  f"(≈ {stored_s / 60 / n_workers:.1f} min on {n_workers} worker(s), plus the notebook)", file=out)
         return {"done": 0, "remaining": len(missing), "planned": planned, "stopped": "dry-run",
                 "table": table}
     store.ensure_clean_tree() if missing else None

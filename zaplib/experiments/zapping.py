@@ -268,12 +268,14 @@ def planned_runs(params, store=None) -> list:
     from the runs already in ``store``: the pre-training runs; once they are stored, every
     protocol's validation runs; once those are stored, its report runs at the chosen learning rate
     (``python -m zaplib compute zapping`` plans again after each stage)."""
-    pre = pretrain_configs(params) + bug_configs(params)
-    runs = [(pretrain_run, c) for c in pre]
-    if store is None or not all(store.complete(PRETRAIN_EXPERIMENT, c) for c in pre):
+    main, bug = pretrain_configs(params), bug_configs(params)
+    runs = [(pretrain_run, c) for c in main + bug]
+    if store is None or not all(store.complete(PRETRAIN_EXPERIMENT, c) for c in main + bug):
         return runs
-    for kind, models in (("probe", pre), ("unfrozen", finetune_configs(params, pre)),
-                         ("iid", finetune_configs(params, pre))):
+    # the linear probe transfers every model, the official-bug ones too; fine-tuning only the
+    # main models of finetune_methods (as the notebook does)
+    for kind, models in (("probe", main + bug), ("unfrozen", finetune_configs(params, main)),
+                         ("iid", finetune_configs(params, main))):
         settings = protocol_settings(params, kind)
         report_seeds = settings.pop("report_seeds")
         val_cfgs = validation_configs(kind, models, **settings)
