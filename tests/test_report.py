@@ -136,12 +136,40 @@ def test_holm_turns_a_borderline_primary_into_inconclusive():
     assert alone.iloc[0]["verdict"] == "reproduced"
 
 
-def test_the_family_counts_only_claims_that_reach_the_test_stage():
+def test_the_family_is_every_declared_primary_and_an_untestable_one_counts_with_p_1():
+    # the adjustment must not shrink because a regime check failed on the same runs
     underpowered = evaluate(claim("small", primary=True), two_arms([0.5, 0.6], [0.4, 0.3]))
     missing = evaluate(claim("missing", primary=True), None)
-    frame = table([result_with(claim("main", primary=True), 0.03), underpowered, missing])
+    frame = table([result_with(claim("main", primary=True), 0.015), underpowered, missing])
     assert verdicts(frame) == {"main": "reproduced", "small": "underpowered", "missing": "not testable"}
-    assert frame.iloc[0]["p (Holm)"] == "0.030"
+    assert frame.iloc[0]["p (Holm)"] == "0.045"                       # 3 × 0.015: m = 3, not 1
+    frame = table([result_with(claim("main", primary=True), 0.03), underpowered, missing])
+    assert verdicts(frame)["main"] == "inconclusive"                  # 3 × 0.03 = 0.09 ≥ 0.05
+
+
+def test_a_paired_claim_with_a_shared_factor_compares_the_same_levels_in_both_arms():
+    c = Claim(id="s", text="t", paper="p", metric="v", a="A", b="B", paired=True, shared="level")
+    rows = []
+    for seed in range(4):
+        rows += [{"seed": seed, "condition": "A", "level": "x", "v": 1.0 + 0.01 * seed},
+                 {"seed": seed, "condition": "B", "level": "x", "v": 0.0},
+                 {"seed": seed, "condition": "A", "level": "y", "v": 101.0}]   # level y only in arm A
+    r = evaluate(c, pd.DataFrame(rows))
+    assert r.n_a == 4 and r.estimate == pytest.approx(1.015)  # y left out: it has no partner in B
+
+
+def test_a_no_effect_claim_shows_the_interval_its_tost_corresponds_to():
+    c = Claim(id="eq", text="t", paper="p", metric="v", a="A", b="B", direction=0, margin=1.0,
+              paired=True, unit_label=" nats")
+    rng = np.random.default_rng(0)
+    diffs = rng.normal(0, 0.3, 8)
+    rows = [{"seed": i, "condition": "A", "v": d} for i, d in enumerate(diffs)]
+    rows += [{"seed": i, "condition": "B", "v": 0.0} for i in range(8)]
+    r = evaluate(c, pd.DataFrame(rows))
+    ci90 = stats.ttest_1samp(diffs, 0).confidence_interval(0.90)
+    assert (r.ci_lo, r.ci_hi) == pytest.approx((ci90.low, ci90.high))
+    row = table([r]).iloc[0]
+    assert "(90 %)" in row["ours"] and "±1.00 nats" in row["reason"]
 
 
 def test_opposite_needs_the_same_threshold():

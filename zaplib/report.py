@@ -16,7 +16,7 @@ declare an equivalence margin and is tested by two one-sided tests (TOST; Schuir
 only when the effect is shown to lie inside ±margin. "Not significant" is never "no effect".
 
 **Multiplicity.** At most five claims of a chapter are primary; they are one family, Holm-corrected
-(Holm 1979) over those that reach the test stage. Other claims are exploratory: unadjusted p, and
+(Holm 1979) over every declared primary claim (one that cannot be tested counts with p = 1). Other claims are exploratory: unadjusted p, and
 their verdicts are labelled "(exploratory)". Tables show raw and adjusted p.
 
 **Verdicts**, applied in this order (threshold α = 0.05 on the Holm-adjusted p for primary claims,
@@ -196,7 +196,13 @@ def _robust(test, *args) -> float:
 
 
 def _difference(claim: Claim, frame: pd.DataFrame, base: Result) -> Result:
-    means = _unit_means(claim, frame[frame[claim.condition].isin([claim.a, claim.b])], [claim.metric])
+    frame = frame[frame[claim.condition].isin([claim.a, claim.b])]
+    if claim.paired and claim.shared and claim.shared in frame.columns:
+        # a pair compares the same shared levels in both arms: keep the (unit, level) cells run in both
+        cells = frame.groupby([claim.unit, claim.shared])[claim.condition].nunique()
+        both = cells[cells == 2].index
+        frame = frame.set_index([claim.unit, claim.shared]).loc[lambda f: f.index.isin(both)].reset_index()
+    means = _unit_means(claim, frame, [claim.metric])
     by_arm = means[claim.metric].unstack(claim.condition)
     for arm in (claim.a, claim.b):
         if arm not in by_arm.columns or by_arm[arm].notna().sum() == 0:
@@ -232,7 +238,8 @@ def _difference(claim: Claim, frame: pd.DataFrame, base: Result) -> Result:
         se = math.sqrt(va + vb)
         df = (va + vb) ** 2 / (va ** 2 / (len(xa) - 1) + vb ** 2 / (len(xb) - 1))
         p_robust = _robust(stats.mannwhitneyu, xa, xb)
-    ci = tested.confidence_interval(0.95)
+    # a no-effect claim shows the 1 − 2α interval, the one its TOST at α corresponds to
+    ci = tested.confidence_interval(1 - 2 * ALPHA if claim.no_effect else 1 - ALPHA)
     result = replace(result, ci_lo=float(ci.low), ci_hi=float(ci.high), p_robust=p_robust,
                      test=f"{name} / {robust}", p=float(tested.pvalue))
     if claim.no_effect:
@@ -255,7 +262,7 @@ def _correlation(claim: Claim, frame: pd.DataFrame, base: Result) -> Result:
         return replace(base, n_a=n, n_b=n, test="Pearson r",
                        reason="a variable is constant across units: r is undefined")
     pearson = stats.pearsonr(x, y)
-    ci = pearson.confidence_interval(0.95)  # Fisher z
+    ci = pearson.confidence_interval(1 - 2 * ALPHA if claim.no_effect else 1 - ALPHA)  # Fisher z
     result = replace(base, n_a=n, n_b=n, estimate=float(pearson.statistic), ci_lo=float(ci.low),
                      ci_hi=float(ci.high), p=float(pearson.pvalue), test="Pearson r / Spearman",
                      p_robust=float(stats.spearmanr(x, y).pvalue))
@@ -304,12 +311,14 @@ def _format(value: float, claim: Claim, sign: bool = True) -> str:
 
 def ours(result: Result) -> str:
     """The estimate with its 95 % interval, e.g. ``+5.30 pts [+1.20, +9.40]`` or
-    ``r = +0.42 [-0.10, +0.80]``; ``—`` when there is no estimate."""
+    ``r = +0.42 [-0.10, +0.80]`` (a no-effect claim: its 90 % interval, marked, the one its TOST at
+    α = 0.05 corresponds to); ``—`` when there is no estimate."""
     claim = result.claim
     if math.isnan(result.estimate):
         return "—"
     prefix, label = ("r = ", "") if claim.kind == "correlation" else ("", claim.unit_label)
-    interval = (f"[{_format(result.ci_lo, claim)}, {_format(result.ci_hi, claim)}]"
+    level = f" ({100 * (1 - 2 * ALPHA):.0f} %)" if claim.no_effect else ""
+    interval = (f"[{_format(result.ci_lo, claim)}, {_format(result.ci_hi, claim)}]{level}"
                 if not math.isnan(result.ci_lo) else "(no interval)")
     return f"{prefix}{_format(result.estimate, claim)}{label} {interval}"
 
@@ -321,11 +330,12 @@ def _verdict(result: Result, p_used: float, p_effect_used: float, level: str) ->
     if math.isnan(p_used):
         return "inconclusive", f"{result.reason}; {interval}".lstrip("; ")
     if claim.no_effect:
+        margin = _format(claim.margin, claim, False) + ("" if claim.kind == "correlation" else claim.unit_label)
         if p_used < ALPHA:
-            return "reproduced", f"within ±{_format(claim.margin, claim, False)}: {level} = {p_used:.3g}"
+            return "reproduced", f"within ±{margin}: {level} = {p_used:.3g}"
         if p_effect_used < ALPHA:
             return "opposite", f"an effect exists: p = {p_effect_used:.3g}; {interval}"
-        return "inconclusive", (f"neither within ±{_format(claim.margin, claim, False)} ({level} = "
+        return "inconclusive", (f"neither within ±{margin} ({level} = "
                                 f"{p_used:.3g}) nor different (p = {p_effect_used:.3g}); {interval}")
     if p_used < ALPHA:
         same = np.sign(result.estimate) == claim.direction
@@ -366,11 +376,13 @@ def judge(results: Sequence[Result]) -> list[Result]:
     n_primary = sum(r.claim.primary for r in results)
     if n_primary > MAX_PRIMARY:
         raise ValueError(f"{n_primary} primary claims; a chapter declares at most {MAX_PRIMARY}")
-    # The family is fixed by what reached the test stage, before any verdict is known, so a fix
-    # gated by its missing effect still counts (conservative) and no adjustment depends on a verdict.
-    family = [i for i, r in enumerate(results)
-              if r.claim.primary and r.stage == "tested" and not math.isnan(r.p)]
-    adjusted = dict(zip(family, holm([results[i].p for i in family])))
+    # The family is every declared primary claim, whatever the data: one that cannot be tested
+    # (a failed precondition, too few units, not run) counts with p = 1, so the adjustment never
+    # shrinks because a regime check failed on the same runs.
+    primaries = [i for i, r in enumerate(results) if r.claim.primary]
+    family = [i for i in primaries if results[i].stage == "tested" and not math.isnan(results[i].p)]
+    pvalues = [results[i].p if i in family else 1.0 for i in primaries]
+    adjusted = {i: p for i, p in zip(primaries, holm(pvalues)) if i in family}
     judged = {}
     for i, r in enumerate(results):
         if r.stage != "tested":
@@ -379,7 +391,7 @@ def judge(results: Sequence[Result]) -> list[Result]:
         if r.claim.primary:
             p_used, level = adjusted.get(i, math.nan), "p (Holm)"
             # The effect test of a no-effect claim is a second test of the same claim: Bonferroni.
-            p_effect_used = min(1.0, r.p_effect * len(family))
+            p_effect_used = min(1.0, r.p_effect * len(primaries))
         else:
             p_used, level, p_effect_used = r.p, "p", r.p_effect
         verdict, reason = _verdict(r, p_used, p_effect_used, level)
