@@ -427,6 +427,7 @@ def pretrain_and_retrain(config: dict) -> dict:
         pooled = frozen_table(net, eps).set_index("layer").loc["all"]
         row = {"model": s, "source": config["source"],
                "source_test_acc": train.evaluate(net, source["x_test"], source["y_test"])["acc"],
+               "source_val_acc": train.evaluate(net, source["x_val"], source["y_val"])["acc"],
                "frozen_frac": pooled.frozen_frac, "mutually_frozen_frac": pooled.mutually_frozen_frac,
                "plain_sparse_frac": pooled.plain_sparse_frac,
                "sensitivity_source": probes.input_sensitivity(net, source["x_test"][:n_sens])}

@@ -60,7 +60,8 @@ def configs(params: dict, finetune_weight_decay: float | None = None) -> list[di
 
 
 # version 2: seeds from samplers.generator, inits via models.build, data via data.subset (issue 12)
-@experiment(EXPERIMENT, version=2)
+# version 3: the models table records source validation accuracy (the reset λ is chosen on it)
+@experiment(EXPERIMENT, version=3)
 def run(config: dict) -> dict:
     """One stored run: pre-train on ``config["source"]`` (every seed × weight decay), then retrain
     on each target for every target-set fraction × intervention (:func:`zaplib.frozen.pretrain_and_retrain`,
@@ -262,9 +263,10 @@ CLAIMS = [
         direction=+1, unit="seed", paired=True, **_PTS),
     report.Claim(
         id="fashion_mnist_sota",
-        text="With the reset, state-of-the-art accuracy on Fashion-MNIST (reset vs none at the λ "
-             "chosen on validation; needs the full training set and a reset that changes ≥ 1 % of "
-             "the weights)",
+        text="Resetting the mutually frozen weights gives higher Fashion-MNIST test accuracy than no "
+             "reset, each arm at the (transfer, λ) its own validation accuracy picks (the paper claims "
+             "state of the art, which this does not test; needs the full training set and a reset "
+             "that changes ≥ 1 % of the weights)",
         paper="SOTA (number not in the abstract; large nets ≈ 96 %)", metric="test_acc",
         a="reset_mutual", b="none", direction=+1, unit="seed", paired=True, **_PTS),
 ]
@@ -354,16 +356,18 @@ def gap_transfers(transfers: Sequence[str]) -> tuple[str, str]:
 
 
 def source_accuracy_cost(models: pd.DataFrame, source: str) -> pd.Series:
-    """Per pre-training λ: how much source test accuracy (mean over seeds) the networks pre-trained
-    on ``source`` lose against the smallest λ (λ = 0 in every profile). Positive = a loss."""
-    by_decay = models[models.source == source].groupby("weight_decay").source_test_acc.mean().sort_index()
+    """Per pre-training λ: how much source *validation* accuracy (mean over seeds) the networks
+    pre-trained on ``source`` lose against the smallest λ (λ = 0 in every profile). Positive = a
+    loss. Validation, never test: the λ it selects is where claims are then tested."""
+    by_decay = models[models.source == source].groupby("weight_decay").source_val_acc.mean().sort_index()
     return by_decay.iloc[0] - by_decay
 
 
 def reset_decay(models: pd.DataFrame, source: str, max_cost: float = RESET_MAX_SOURCE_COST) -> float:
     """The pre-training λ at which the resets are tested for networks pre-trained on ``source``: the
-    largest λ whose mean source test accuracy is at most ``max_cost`` below λ = 0 (chosen on the
-    source task only, never on the target effect; see :data:`RESET_MAX_SOURCE_COST`)."""
+    largest λ whose mean source validation accuracy is at most ``max_cost`` below λ = 0 (chosen on
+    the source task's validation split only, never on the target effect or a test split; see
+    :data:`RESET_MAX_SOURCE_COST`)."""
     cost = source_accuracy_cost(models, source)
     return float(cost[cost <= max_cost].index.max())
 
@@ -531,8 +535,9 @@ def claim_inputs(runs: Runs, params: dict) -> dict[str, tuple[pd.DataFrame | Non
         frame = (None if few is None or many is None or len(fractions) < 2 else
                  pd.concat([few.assign(condition="few"), many.assign(condition="full")], ignore_index=True))
         inputs[f"benefit_needs_data_{gap}"] = (frame, checks)
+    same_source = len(gaps) == 2 and small_gap.split(" → ")[0] == large_gap.split(" → ")[0]
     for tag, fraction in (("few", fractions[0]), ("full", full)):
-        if len(gaps) < 2:
+        if not same_source:  # the pairing by seed needs the same pre-trained networks in both
             inputs[f"benefit_larger_for_large_gap_{tag}"] = (None, [])
             continue
         (small, small_checks), (large, large_checks) = gains(small_gap, fraction), gains(large_gap, fraction)
@@ -540,12 +545,14 @@ def claim_inputs(runs: Runs, params: dict) -> dict[str, tuple[pd.DataFrame | Non
                  pd.concat([small.assign(condition="small"), large.assign(condition="large")], ignore_index=True))
         inputs[f"benefit_larger_for_large_gap_{tag}"] = (frame, small_checks[:1] + large_checks[:1])
 
-    # ---- Fashion-MNIST: the (transfer, λ) validation picks for reset_mutual
-    chosen = selected_by_validation(ft, "fashion_mnist", "reset_mutual")
-    if chosen is None:
+    # ---- Fashion-MNIST: each arm at the (transfer, λ) its own validation accuracy picks (picking
+    # both at the reset arm's best cell would favour the reset: validation and test accuracy of the
+    # same networks are correlated)
+    chosen = {arm: selected_by_validation(ft, "fashion_mnist", arm) for arm in ("reset_mutual", "none")}
+    if any(pick is None for pick in chosen.values()):
         inputs["fashion_mnist_sota"] = (None, [])
     else:
-        transfer, decay = chosen
+        transfer, decay = chosen["reset_mutual"]
         n_used = int(ft[(ft.transfer == transfer) & (ft.fraction == full)].n_target.max())
         checks = [report.Precondition.at_least(
                       "Fashion-MNIST training images used (the full set less the validation images)",
@@ -553,9 +560,8 @@ def claim_inputs(runs: Runs, params: dict) -> dict[str, tuple[pd.DataFrame | Non
                   report.Precondition.at_least(
                       f"share of parameters reset_mutual re-draws at the validation-selected λ = {decay:g}",
                       _reset_share(ft, transfer, decay), RESET_MIN_FRACTION)]
-        sel = at(transfer, decay, full)
-        frame = sel.melt(id_vars=["seed"], value_vars=["reset_mutual", "none"], var_name="condition",
-                         value_name="test_acc")
+        frame = pd.concat([at(*chosen[arm], full)[["seed", arm]].rename(columns={arm: "test_acc"})
+                           .assign(condition=arm) for arm in ("reset_mutual", "none")], ignore_index=True)
         inputs["fashion_mnist_sota"] = (frame, checks)
 
     # ---- correlations across networks (full target set, no intervention), centred per transfer
