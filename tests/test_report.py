@@ -377,3 +377,13 @@ def test_publish_and_published_round_trip_in_chapter_order(tmp_path):
     assert list(board.profile) == ["quick", "quick", "long"]
     assert (tmp_path / "claims" / "lure.csv").exists()
     assert report.published(tmp_path / "nowhere").empty
+
+
+def test_a_failed_precondition_keeps_the_numbers_but_no_p_value():
+    c = claim("regime", primary=True)
+    frame = two_arms([0.9, 1.0, 1.1, 1.2], [0.1, 0.2, 0.3, 0.2])
+    r = evaluate(c, frame, [Precondition.at_least("BL fits its data", 0.3, 0.9)])
+    assert r.stage == "not testable" and math.isnan(r.p) and not math.isnan(r.estimate)
+    row = table([r]).iloc[0]
+    assert row["verdict"] == "not testable" and row["p"] == "" and row["ours"] != "—"
+    assert "measured 0.3" in row["reason"]

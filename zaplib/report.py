@@ -24,6 +24,7 @@ on the raw p for exploratory ones):
 
 1. *not testable*: a precondition fails (named, with its measured value), the claim was not run at
    this profile, or a claim it requires (e.g. the effect a fix is meant to restore) is not reproduced;
+   its estimate and interval are still shown where they can be computed, its p-values are not;
 2. *underpowered*: fewer units per arm (pairs, when paired) than the claim's ``min_units`` (at least
    4 units for a correlation); the reason states the n needed;
 3. *reproduced*: the paper's direction at p < α (for a no-effect claim: TOST p < α);
@@ -281,14 +282,19 @@ def evaluate(claim: Claim, frame: pd.DataFrame | None,
     difference, ``unit, x, y`` for a correlation (one row per run; rows are averaged within unit
     and arm before testing). ``frame=None`` means the claim was not run at this profile."""
     base = Result(claim, preconditions=tuple(preconditions))
-    failing = [p.describe() for p in preconditions if not p.holds]
-    if failing:
-        return replace(base, stage="not testable", reason="; ".join(failing))
     if frame is None or frame.empty:
         return replace(base, stage="not testable", reason="not run at this profile")
-    if claim.kind == "correlation":
-        return _correlation(claim, frame, base)
-    return _difference(claim, frame, base)
+    test = _correlation if claim.kind == "correlation" else _difference
+    failing = [p.describe() for p in preconditions if not p.holds]
+    if not failing:
+        return test(claim, frame, base)
+    # The numbers stay visible (when they can be computed); the p-values go, since no test is made.
+    try:
+        result = test(claim, frame, base)
+    except (KeyError, ValueError):
+        result = base
+    return replace(result, stage="not testable", reason="; ".join(failing), p=math.nan,
+                   p_effect=math.nan, p_robust=math.nan)
 
 
 # ----------------------------------------------------------------------------- the family's verdicts
