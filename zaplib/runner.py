@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import typing
 from pathlib import Path
 from typing import Iterable
@@ -312,6 +313,7 @@ def run_chapter(
         ZAPLIB_WORKERS=workers,
         ZAPLIB_PROGRESS=str(channel) if progress else None,
     )
+    started = time.perf_counter()
     try:
         with _environment(**env), _showing_sweeps(channel, enabled=progress):
             papermill.execute_notebook(
@@ -329,6 +331,8 @@ def run_chapter(
     executed = nbformat.read(partial, as_version=4)
     _relative_papermill_paths(executed, notebook, target, root)
     _record_fingerprint(executed, chapter, parameters, parameters["profile"])
+    # the execution's wall time (runs it computed included): part of a profile's cold time
+    executed.metadata[FINGERPRINT_KEY]["execution_s"] = round(time.perf_counter() - started, 1)
     nbformat.write(executed, partial)
     os.replace(partial, target)
     return target
