@@ -38,7 +38,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from zaplib import meta  # noqa: E402
+from zaplib import pretraining  # noqa: E402
 from zaplib.models import OmniglotConvNet  # noqa: E402
 
 with warnings.catch_warnings():
