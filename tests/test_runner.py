@@ -383,3 +383,13 @@ def test_the_book_publishes_long_where_a_chapter_has_it_and_quick_elsewhere():
     assert resolve_params(with_long)["profile"] == "long"       # `run` without --profile publishes
     with pytest.raises(ValueError, match="unknown profile 'huge'"):
         Chapter("b", "b.ipynb", TINY.params, {**TINY.profiles, "huge": {}})
+
+
+def test_the_injected_parameters_cell_is_hidden_like_the_parameters_cell():
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell("p = 1", metadata={"tags": ["parameters", "remove-cell"]}),
+                      nbformat.v4.new_code_cell("p = 2", metadata={"tags": ["injected-parameters"]}),
+                      nbformat.v4.new_code_cell("print(p)")]
+    runner._hide_injected_parameters_like_the_parameters_cell(notebook)
+    assert notebook.cells[1].metadata["tags"] == ["injected-parameters", "remove-cell"]
+    assert "tags" not in notebook.cells[2].metadata

@@ -330,6 +330,7 @@ def run_chapter(
 
     executed = nbformat.read(partial, as_version=4)
     _relative_papermill_paths(executed, notebook, target, root)
+    _hide_injected_parameters_like_the_parameters_cell(executed)
     _record_fingerprint(executed, chapter, parameters, parameters["profile"])
     # the execution's wall time (runs it computed included): part of a profile's cold time
     executed.metadata[FINGERPRINT_KEY]["execution_s"] = round(time.perf_counter() - started, 1)
@@ -385,6 +386,17 @@ def _relative_papermill_paths(executed, notebook: Path, target: Path, root: Path
         return str(path.relative_to(root.resolve())) if path.is_relative_to(root.resolve()) else path.name
 
     record["input_path"], record["output_path"] = shown(notebook), shown(target)
+
+
+def _hide_injected_parameters_like_the_parameters_cell(executed) -> None:
+    """papermill's injected-parameters cell gets the removal tags of the notebook's own
+    ``parameters`` cell (e.g. the introduction hides both), so a page shows them alike."""
+    hide = {"remove-cell", "remove-input", "hide-cell", "hide-input"}
+    tags = next((set(c.metadata.get("tags", [])) & hide for c in executed.cells
+                 if "parameters" in c.metadata.get("tags", [])), set())
+    for cell in executed.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []) and tags:
+            cell.metadata["tags"] = sorted(set(cell.metadata["tags"]) | tags)
 
 
 # ---------------------------------------------------------------------------------------------
