@@ -8,6 +8,7 @@ import pytest
 
 from zaplib import metrics, report, runner, stream
 from zaplib.experiments import lure
+from zaplib import store
 from zaplib.store import code_version
 
 
@@ -21,12 +22,12 @@ def test_chapter_plan_shares_runs_and_orders_by_cost():
     plan = lure.configs(params)
     assert set(plan) == set(lure.SECTIONS)
     assert len(plan["main"]) == len(params["methods"]) * len(params["seeds"])
-    main_hashes = {runner.config_hash(c) for c in plan["main"]}
+    main_hashes = {store.config_hash(c) for c in plan["main"]}
     # LURE at the default fraction/criterion in the ablations is the Table 1 run itself
-    assert runner.config_hash(plan["fraction"][0]) in main_hashes
-    assert sum(runner.config_hash(c) in main_hashes for c in plan["criterion"]) == 2  # snip + bl
+    assert store.config_hash(plan["fraction"][0]) in main_hashes
+    assert sum(store.config_hash(c) in main_hashes for c in plan["criterion"]) == 2  # snip + bl
     unique = lure.unique_configs(plan)
-    assert len(unique) == len({runner.config_hash(c) for cs in plan.values() for c in cs})
+    assert len(unique) == len({store.config_hash(c) for cs in plan.values() for c in cs})
     costs = [lure.estimated_cost(c) for c in unique]
     assert costs == sorted(costs, reverse=True)
     assert {lure.variant_name(c) for c in plan["main"]} == set(params["methods"])

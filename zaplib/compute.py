@@ -68,46 +68,49 @@ def estimate_seconds(store: Store, run: PlannedRun, module=None, _cache: dict | 
     return float(cost(run.config)) if cost is not None else None
 
 
+def _planned(chapter: Chapter, params: dict, store: Store):
+    """``(fn, config, experiment, version)`` of every distinct run the chapter plans (stages that
+    can be planned from ``store``), in plan order."""
+    module = chapter_module(chapter)
+    if not hasattr(module, "planned_runs"):
+        raise NotImplementedError(f"chapter {chapter.name!r} has no planned_runs(params, store): "
+                                  "its runs can only be computed by executing its notebook")
+    seen = set()
+    for fn, config in module.planned_runs(params, store):
+        key = (fn.experiment, canonical_json(config))
+        if key not in seen:
+            seen.add(key)
+            yield fn, config, fn.experiment, code_version(fn.experiment, fn)
+
+
 def recorded_seconds(chapter: Chapter | str, params: dict, store: Store) -> tuple[float, int]:
     """The recorded single-worker compute of the chapter's stored planned runs (every stage that
     can be planned from the store) and how many runs that is: a profile's *cold time* is this
     divided by the workers, plus the notebook's own execution."""
     chapter = get_chapter(chapter) if isinstance(chapter, str) else chapter
-    module = chapter_module(chapter)
     walls: dict = {}
-    seconds, counted = 0.0, set()
-    for fn, config in module.planned_runs(params, store):
-        experiment = fn.experiment
-        version = code_version(experiment, fn)
+    seconds, counted = 0.0, 0
+    for _, config, experiment, version in _planned(chapter, params, store):
         if (experiment, version) not in walls:
             walls[(experiment, version)] = {canonical_json(c): t for c, t in store.wall_times(experiment, version)}
-        key = (experiment, canonical_json(config))
-        if key not in counted and key[1] in walls[(experiment, version)]:
-            counted.add(key)
-            seconds += walls[(experiment, version)][key[1]]
-    return seconds, len(counted)
+        recorded = walls[(experiment, version)].get(canonical_json(config))
+        if recorded is not None:
+            seconds, counted = seconds + recorded, counted + 1
+    return seconds, counted
 
 
 def missing_runs(chapter: Chapter | str, params: dict, store: Store) -> tuple[list[PlannedRun], int]:
     """The planned runs that are not stored yet (with estimates), and how many runs are planned."""
     chapter = get_chapter(chapter) if isinstance(chapter, str) else chapter
     module = chapter_module(chapter)
-    if not hasattr(module, "planned_runs"):
-        raise NotImplementedError(f"chapter {chapter.name!r} has no planned_runs(params, store): "
-                                  "its runs can only be computed by executing its notebook")
-    planned, seen, cache = [], set(), {}
-    for fn, config in module.planned_runs(params, store):
-        experiment = fn.experiment
-        version = code_version(experiment, fn)
-        key = (experiment, canonical_json(config))
-        if key in seen:
-            continue
-        seen.add(key)
+    missing, planned, cache = [], 0, {}
+    for fn, config, experiment, version in _planned(chapter, params, store):
+        planned += 1
         if not store.complete(experiment, config, version=version):
             run = PlannedRun(fn, config, experiment, version)
             run.estimate_s = estimate_seconds(store, run, module, cache)
-            planned.append(run)
-    return planned, len(seen)
+            missing.append(run)
+    return missing, planned
 
 
 def _minutes(seconds: float | None) -> str:

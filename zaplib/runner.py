@@ -21,7 +21,7 @@ the results store (:mod:`zaplib.store`), and no library module imports it. Three
    :func:`build_book` skips a chapter whose stamp still holds, as make skips a fresh target.
 
 The store, sweeps and executors (``Store``, ``sweep``, ``make_executor``, ``config_hash``) live in
-:mod:`zaplib.store`; the runner re-exports the names the notebooks call through it.
+:mod:`zaplib.store`, which the notebooks import directly.
 """
 from __future__ import annotations
 
@@ -47,8 +47,6 @@ from typing import Iterable
 from .chapters import DEFAULT_PROFILE, PUBLISHED, REGISTRY, Chapter, get_chapter, published_profile
 from .report import CLAIMS_FOLDER
 from .store import PACKAGE_DIR, Store, config_hash, progress_line, project_root
-# the notebooks still call these through the runner (runner.sweep, runner.make_executor)
-from .store import make_executor, sweep  # noqa: F401
 
 # =============================================================================================
 # 1. Parameters

@@ -403,28 +403,26 @@ class Store:
         config = json.loads((path / "config.json").read_text())
         return StoredRun({k: results[k] for k in sorted(results)}, config, meta, path)
 
+    def _stored(self, experiment: str, version: int | None = None):
+        """``(config, meta)`` of every stored run of ``experiment`` at the current code version (runs
+        of other versions stay on disk but are skipped; runs without a recorded version are version 1)."""
+        version = code_version(experiment, version=version)
+        folder = self.root / experiment
+        for meta_file in sorted(folder.glob("[!.]*/meta.json")) if folder.exists() else []:
+            meta = json.loads(meta_file.read_text())
+            if (meta.get("code_version") or 1) == version:
+                yield json.loads((meta_file.parent / "config.json").read_text()), meta
+
     def configs(self, experiment: str, version: int | None = None) -> list[dict]:
         """Configs of every stored run of ``experiment`` at the current code version (runs of other
         versions stay on disk but are not listed; runs without a recorded version are version 1)."""
-        version = code_version(experiment, version=version)
-        folder = self.root / experiment
-        found = []
-        for meta_file in sorted(folder.glob("[!.]*/meta.json")) if folder.exists() else []:
-            if (json.loads(meta_file.read_text()).get("code_version") or 1) == version:
-                found.append(json.loads((meta_file.parent / "config.json").read_text()))
-        return found
+        return [config for config, _ in self._stored(experiment, version)]
 
     def wall_times(self, experiment: str, version: int | None = None) -> list[tuple[dict, float]]:
         """``(config, wall_time_s)`` of every stored run of ``experiment`` at the current code
         version: what :mod:`zaplib.compute` estimates the cost of missing runs from."""
-        version = code_version(experiment, version=version)
-        folder = self.root / experiment
-        found = []
-        for meta_file in sorted(folder.glob("[!.]*/meta.json")) if folder.exists() else []:
-            meta = json.loads(meta_file.read_text())
-            if (meta.get("code_version") or 1) == version and meta.get("wall_time_s") is not None:
-                found.append((json.loads((meta_file.parent / "config.json").read_text()), float(meta["wall_time_s"])))
-        return found
+        return [(config, float(meta["wall_time_s"])) for config, meta in self._stored(experiment, version)
+                if meta.get("wall_time_s") is not None]
 
     def table(self, experiment: str, name: str, configs: Iterable[dict] | None = None,
               version: int | None = None):

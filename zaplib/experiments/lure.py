@@ -138,12 +138,10 @@ def configs(params: dict) -> dict[str, list[dict]]:
 
 
 def estimated_cost(config: dict) -> float:
-    """Training image-steps of a run (for ordering a sweep longest first)."""
-    t = config["n_megabatches"]
-    per = (config["n_pool"] or 50000) // t * (1 - config["val_fraction"])
-    units = {"full": t * (t + 1) / 2, "none": t, "buffered": t * 1.1}[config["replay"]]
+    """Relative cost of a run, for ordering a sweep longest first: its :func:`image_steps` times
+    the cost of one image-step of its model."""
     scale = {"resnet18": (config["width"] / 64) ** 2}.get(config["model"], 2.0)
-    return per * units * config["epochs"] * scale
+    return image_steps(config) * scale
 
 
 def unique_configs(plan: dict[str, list[dict]]) -> list[dict]:
