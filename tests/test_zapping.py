@@ -136,9 +136,9 @@ def test_chapter_configs_state_zap_explicitly():
 
 def test_stored_experiments_keep_their_names_and_code_versions():
     # stored runs are keyed on (experiment, code version, config): moving the functions changes none
-    assert (zapping.pretrain_run.experiment, zapping.pretrain_run.code_version) == ("zapping-pretrain", 2)
-    assert (zapping.transfer_run.experiment, zapping.transfer_run.code_version) == ("zapping-transfer", 2)
-    assert code_version("zapping-pretrain") == code_version("zapping-transfer") == 2
+    assert (zapping.pretrain_run.experiment, zapping.pretrain_run.code_version) == ("zapping-pretrain", 3)
+    assert (zapping.transfer_run.experiment, zapping.transfer_run.code_version) == ("zapping-transfer", 3)
+    assert code_version("zapping-pretrain") == code_version("zapping-transfer") == 3
     assert zapping.CHAPTER.experiments == (zapping.PRETRAIN_EXPERIMENT, zapping.TRANSFER_EXPERIMENT)
 
 

@@ -159,6 +159,30 @@ def compute(chapter: Chapter | str, params: dict | None = None, profile: str | N
               "without an estimate); later stages are planned once these are stored", file=out)
         if len(table):
             print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"), file=out)
+        module = chapter_module(chapter)
+        if hasattr(module, "full_plan"):  # every stage at once, later choices as placeholders
+            whole = [PlannedRun(fn, c, fn.experiment, code_version(fn.experiment, fn))
+                     for fn, c in module.full_plan(params)]
+            cache: dict = {}
+            for run in whole:
+                run.estimate_s = estimate_seconds(store, run, module, cache)
+            whole_table = dry_run_table(whole, n_workers)
+            total = sum(r.estimate_s or 0 for r in whole)
+            print("whole profile (later stages with placeholder choices): "
+                  f"{len(whole)} runs, estimated {_minutes(total)} min of compute, "
+                  f"≈ {_minutes(total / max(n_workers, 1))} min on {n_workers} worker(s)", file=out)
+            kinds = {}
+            run_kind = getattr(module, "run_kind", None)
+            for run in whole:
+                kind = run_kind(run.config) if run_kind else run.experiment
+                row = kinds.setdefault(kind, [0, 0.0])
+                row[0] += 1
+                row[1] += (run.estimate_s or 0) / 60
+            import pandas as pd
+
+            by_kind = pd.DataFrame([{"kind": k, "runs": n, "estimated minutes": m} for k, (n, m) in kinds.items()])
+            print(by_kind.to_string(index=False, float_format=lambda v: f"{v:.1f}"), file=out)
+            table = {"missing": table, "whole": whole_table, "by_kind": by_kind}
         stored_s, stored_n = recorded_seconds(chapter, params, store)
         if stored_n:
             print(f"stored: {stored_n} runs with {stored_s / 60:.1f} min of recorded single-worker compute "

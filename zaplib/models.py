@@ -213,20 +213,26 @@ class ANML(_KaimingNormalConvInit, nn.Module):
     ``nm_channels`` → flatten → Linear → sigmoid, a gate in (0, 1)^D. ``features(x) =
     rln(x) ⊙ gate(x)``; ``head = Linear(D, num_classes)``. Meta-training chooses which part adapts
     in the inner loop (ANML: ``rln`` + ``head`` inner, everything outer) through these attributes.
+
+    ``nm_pool_last=True`` pools after the neuromodulatory net's last block as the official ANML code
+    does (3×3 → 1×1 at 28 px, so the gate's ``Linear`` sees ``nm_channels`` inputs); ``False`` keeps
+    the representation net's shape (no pooling after block 3: 9× the inputs at 28 px).
     """
 
     def __init__(self, channels: int = 256, nm_channels: int = 112, input_size: int = 28,
-                 num_classes: int = 1000, in_channels: int = 1):
+                 num_classes: int = 1000, in_channels: int = 1, nm_pool_last: bool = True):
         super().__init__()
         pool = (True, True, False)
         side = _conv_blocks_side(input_size, pool, 0)
+        nm_pool = (True, True, bool(nm_pool_last))
+        nm_side = _conv_blocks_side(input_size, nm_pool, 0)
         self.input_size = input_size
         self.feature_dim = channels * side * side
         self.rln = _conv_blocks(in_channels, channels, pool, 0)
         self.nm = nn.Sequential(
-            _conv_blocks(in_channels, nm_channels, pool, 0),
+            _conv_blocks(in_channels, nm_channels, nm_pool, 0),
             nn.Flatten(),
-            nn.Linear(nm_channels * side * side, self.feature_dim),
+            nn.Linear(nm_channels * nm_side * nm_side, self.feature_dim),
         )
         self.head = nn.Linear(self.feature_dim, num_classes)
         _kaiming_normal_convs(self)
@@ -516,7 +522,7 @@ MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
 
 
 MODEL_KEYS = ("model", "seed", "num_classes", "in_channels", "input_size", "in_features", "width",
-              "depth", "hidden", "channels", "nm_channels", "n_blocks", "normalize", "mean", "std")
+              "depth", "hidden", "channels", "nm_channels", "nm_pool_last", "n_blocks", "normalize", "mean", "std")
 """The keys of a config that :func:`build` reads; any other key (a run's training settings) is
 ignored, so a chapter can hand over its whole run config."""
 

@@ -201,6 +201,7 @@ def pretrain_asb(
     generator: torch.Generator | None = None,
     record_every: int = 50,
     progress: bool = False,
+    episode_callback: Callable[[int, nn.Module], object] | None = None,
 ) -> tuple[nn.Module, pd.DataFrame]:
     """Alg. 1 of Frati et al. 2023: ASB (``meta=False``) or meta-ASB (``meta=True``), zapping the
     class about to be trained before each inner loop when ``zap``.
@@ -214,7 +215,8 @@ def pretrain_asb(
 
     Returns ``(model, records)`` with one row per ``record_every`` episodes: running means of the
     outer loss and outer-batch accuracy at θ_K and of the first / last inner-step losses since
-    the previous row (``seconds`` is wall time since the start).
+    the previous row (``seconds`` is wall time since the start). ``episode_callback(episode,
+    model)`` runs after every episode (checkpoints of one long run: the chapter's dose–response).
     """
     if meta is False and (first_order or inner_params is not None):
         raise ValueError("first_order / inner_params only apply to meta-ASB (meta=True)")
@@ -270,6 +272,8 @@ def pretrain_asb(
             sums.zero_()
             count = 0
             bar.set_postfix(loss=f"{mean[0]:.3f}", acc=f"{mean[1]:.2f}")
+        if episode_callback is not None:
+            episode_callback(episode, model)
         bar.update(1)
     bar.close()
     return model, pd.DataFrame(rows)
@@ -292,6 +296,7 @@ def pretrain_iid(
     generator: torch.Generator | None = None,
     progress: bool = False,
     precision: str = "fp32",
+    epoch_callback: Callable[[int, nn.Module], object] | None = None,
 ) -> tuple[nn.Module, pd.DataFrame]:
     """i.i.d. pre-training (Adam, batches) with zapping every ``zap_every`` epochs (§2.1.1), the
     steps at ``precision`` (:func:`zaplib.train.autocast`). ASB and meta-ASB stay fp32: their
@@ -302,12 +307,26 @@ def pretrain_iid(
     first, as the official ``lobo_rate``); ``zap_rows`` random rows are re-drawn (``None``: the
     whole layer, ``lobo_size`` = all). ``zap_fan_in="official_bug"`` reproduces the official i.i.d.
     path's too-small std (see :func:`zaplib.resets.zap`). ``zap_every=0`` never zaps.
-    No early stopping: the paper evaluates at the end of training. Returns ``(model, records)``
-    (:func:`zaplib.train.train_iid`'s per-epoch records, plus a ``zapped`` column).
+    No early stopping: the paper evaluates at the end of training. ``epoch_callback(epoch, model)``
+    runs at the start of every epoch ``epoch`` (0-based: after ``epoch`` epochs of training) *before*
+    any zap, so a checkpoint taken there is the model of an ``epoch``-epoch run.
+
+    Returns ``(model, records)``: :func:`zaplib.train.train_iid`'s per-epoch records plus a
+    ``zapped`` column, and ``records.attrs["step_losses"]``, the training loss of every mini-batch
+    in order (a list of floats: the zap diagnostics read the head's relearning from it).
     """
     zapped_epochs = []
+    step_losses: list[torch.Tensor] = []
+
+    def recorded_loss(logits, target):
+        loss = F.cross_entropy(logits, target)
+        if torch.is_grad_enabled():  # training steps only, not the validation passes
+            step_losses.append(loss.detach().float())
+        return loss
 
     def maybe_zap(epoch: int, net: nn.Module) -> None:
+        if epoch_callback is not None:
+            epoch_callback(epoch, net)
         if zap_every and epoch > 0 and epoch % zap_every == 0:
             n_out = net.head.out_features
             if zap_rows is None or zap_rows >= n_out:
@@ -320,8 +339,9 @@ def pretrain_iid(
     model, records = train_iid(model, x_train, y_train, x_val, y_val, epochs=epochs,
                                batch_size=batch_size, optimizer="adam", lr=lr,
                                restore_best=False, generator=generator, epoch_callback=maybe_zap,
-                               progress=progress, precision=precision)
+                               progress=progress, precision=precision, loss_fn=recorded_loss)
     records["zapped"] = records["epoch"].isin(zapped_epochs)
+    records.attrs["step_losses"] = torch.stack(step_losses).tolist() if step_losses else []
     return model, records
 
 
@@ -345,12 +365,32 @@ def omniglot_data(split_seed: int = 0, device=None):
 def model_config(config: dict) -> dict:
     """The :func:`zaplib.models.build` config of a pre-training config: ``OmniglotConvNet``
     (methods iid / asb / meta_asb / untrained) or ``ANML`` (method anml) with ``channels`` (and
-    ``nm_channels``) and ``head_outputs`` classes, initialised from the run's ``seed``."""
+    ``nm_channels``, ``nm_pool_last``) and ``head_outputs`` classes, initialised from the run's
+    ``seed``."""
     if config["method"] == "anml":
         return {"model": "anml", "channels": config["channels"], "nm_channels": config["nm_channels"],
+                "nm_pool_last": bool(config.get("nm_pool_last", True)),
                 "num_classes": config["head_outputs"], "seed": int(config["seed"])}
     return {"model": "omniglot_convnet", "channels": config["channels"],
             "num_classes": config["head_outputs"], "seed": int(config["seed"])}
+
+
+def trunk_state(model: nn.Module) -> dict:
+    """The state of everything but the head (``head.*``): what transfer needs, since every transfer
+    protocol replaces the head (a 64-channel trunk is ≈ 0.3 MB, small enough to commit)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.startswith("head.")}
+
+
+def _pretraining_images(config: dict, split):
+    """Training images of pre-training: the 15 training images of every background class, or all
+    20 with ``train_images=20`` (the official ANML code pre-trains on every image, so it has no
+    held-out images; its pre-training accuracy is then measured on training images)."""
+    bg = split.background
+    if config.get("train_images", 15) == 20:
+        return torch.cat([bg.x_train, bg.x_test]), torch.cat([bg.y_train, bg.y_test])
+    if config.get("train_images", 15) != 15:
+        raise ValueError(f"train_images must be 15 or 20, got {config['train_images']}")
+    return bg.x_train, bg.y_train
 
 
 def pretrain(config: dict) -> dict:
@@ -358,55 +398,98 @@ def pretrain(config: dict) -> dict:
 
     Config keys: ``method`` (iid | asb | meta_asb | anml | untrained: the initial weights, a
     baseline), ``zap`` (bool), ``seed``,
-    ``channels``, ``nm_channels`` (ANML), ``head_outputs`` (1000 in the official code),
-    ``split_seed``; i.i.d.: ``epochs``, ``batch_size``, ``lr``, ``zap_every``, ``zap_rows``
-    (None = all), ``zap_fan_in``; episodic: ``episodes``, ``inner_lr``, ``outer_lr``, ``K``,
-    ``R``; both: ``zap_bias``. ANML always meta-trains (second order) with its inner loop on the
-    representation net and head.
+    ``channels``, ``nm_channels`` / ``nm_pool_last`` (ANML), ``head_outputs`` (1000 in the official
+    code), ``split_seed``, ``train_images`` (15, or 20 as the official ANML code); i.i.d.:
+    ``epochs``, ``batch_size``, ``lr``, ``zap_every``, ``zap_rows`` (None = all), ``zap_fan_in``,
+    ``precision``; episodic: ``episodes``, ``inner_lr``, ``outer_lr``, ``K``, ``R``; both:
+    ``zap_bias`` and ``checkpoints`` (epochs or episodes after which the trunk is also kept: one
+    long run gives the shorter runs of a dose–response, e.g. the 1-epoch i.i.d. control). ANML always
+    meta-trains (second order) with its inner loop on the representation net and head.
 
-    Returns ``state`` (the state_dict), ``records`` (training curve), ``pretrain_val_acc`` /
+    Returns ``state`` (the whole state_dict; git-ignored), ``trunk`` (the state without the head:
+    committed, all that transfer needs), ``records`` (training curve), ``pretrain_val_acc`` /
     ``pretrain_val_loss`` (the pre-training head on the 5 held-out images of every background
-    class: Fig. 3's "Pre-Train" bars) and ``feature_dim``.
+    class: Fig. 3's "Pre-Train" bars), ``feature_dim``; i.i.d.: ``step_losses`` (one row per
+    mini-batch: epoch, step, loss, zapped — the head's relearning after each zap); with
+    ``checkpoints``: ``checkpoint_trunks`` ({units: trunk}) and ``checkpoints`` (units,
+    pretrain_val_acc, pretrain_val_loss).
     """
     device = get_device(config.get("device"))
     torch.set_flush_denormal(True)
     split = omniglot_data(config.get("split_seed", 0), device)
     bg = split.background
+    x_train, y_train = _pretraining_images(config, split)
     model = models.build(model_config(config)).to(device)
     generator = samplers.generator(int(config["seed"]), "pretrain")
     method = config["method"]
+    wanted = sorted({int(u) for u in config.get("checkpoints", [])})
+    kept: dict[int, dict] = {}
+    checkpoint_rows = []
+
+    def keep(units: int, net: nn.Module) -> None:
+        if units in wanted and units not in kept:
+            kept[units] = trunk_state(net)
+            val = evaluate(net, bg.x_test, bg.y_test)
+            checkpoint_rows.append({"units": units, "pretrain_val_acc": val["acc"],
+                                    "pretrain_val_loss": val["loss"]})
+            net.train()
+
+    extra = {}
     if method == "iid":
         model, records = pretrain_iid(
-            model, bg.x_train, bg.y_train, bg.x_test, bg.y_test, epochs=config["epochs"],
+            model, x_train, y_train, bg.x_test, bg.y_test, epochs=config["epochs"],
             batch_size=config["batch_size"], lr=config["lr"],
             zap_every=config["zap_every"] if config["zap"] else 0, zap_rows=config.get("zap_rows"),
             zap_fan_in=config.get("zap_fan_in", "row"), zap_bias=config.get("zap_bias", "zero"),
-            generator=generator, precision=config.get("precision", "fp32"))
+            generator=generator, precision=config.get("precision", "fp32"), epoch_callback=keep)
+        losses = records.attrs.get("step_losses", [])
+        per_epoch = len(losses) // max(config["epochs"], 1)
+        zapped = set(records.loc[records["zapped"], "epoch"])
+        steps = pd.DataFrame({"step": range(1, len(losses) + 1), "loss": losses})
+        steps["epoch"] = (steps["step"] - 1) // max(per_epoch, 1) + 1
+        steps["zapped"] = steps["epoch"].isin(zapped)
+        extra["step_losses"] = steps[["epoch", "step", "loss", "zapped"]]
     elif method in ("asb", "meta_asb", "anml"):
         model, records = pretrain_asb(
-            model, bg.x_train, bg.y_train, episodes=config["episodes"],
+            model, x_train, y_train, episodes=config["episodes"],
             inner_lr=config["inner_lr"], outer_lr=config["outer_lr"], K=config.get("K", 20),
             R=config.get("R", 64), zap=config["zap"], meta=method != "asb",
             inner_params=anml_inner_params if method == "anml" else None,
             zap_bias=config.get("zap_bias", "zero"), generator=generator,
-            record_every=max(1, config["episodes"] // 20))
+            record_every=max(1, config["episodes"] // 20), episode_callback=keep)
     elif method == "untrained":  # the baseline: features of the initialisation
         records = pd.DataFrame({"epoch": [0]})
     else:
         raise ValueError(f"unknown pre-training method {method!r}")
+    if wanted and method == "iid":  # a checkpoint at the last epoch is the final model
+        keep(int(config["epochs"]), model)
+    missing = [u for u in wanted if u not in kept]
+    if missing:
+        raise ValueError(f"checkpoints {missing} lie outside the run (method {method!r})")
     val = evaluate(model, bg.x_test, bg.y_test)
-    return {
+    out = {
         "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "trunk": trunk_state(model),
         "records": records,
         "pretrain_val_acc": val["acc"],
         "pretrain_val_loss": val["loss"],
         "feature_dim": int(model.feature_dim),
+        **extra,
     }
+    if wanted:
+        out["checkpoint_trunks"] = {str(u): kept[u] for u in wanted}
+        out["checkpoints"] = pd.DataFrame(checkpoint_rows).sort_values("units").reset_index(drop=True)
+    return out
 
 
 def build_pretrained(config: dict, state: dict, device=None) -> nn.Module:
     """The model of pre-training ``config`` with the weights ``state`` (from :func:`pretrain`), on
-    ``device``."""
+    ``device``. A trunk state (no ``head.*`` keys, :func:`trunk_state`) leaves the head at its
+    initialisation: every transfer protocol replaces it anyway."""
     model = models.build(model_config(config))
-    model.load_state_dict(state)
+    strict = any(k.startswith("head.") for k in state)
+    missing, unexpected = model.load_state_dict(state, strict=strict)
+    if unexpected or any(not k.startswith("head.") for k in missing):
+        raise ValueError(f"state does not fit the model of {config!r}: missing {missing}, "
+                         f"unexpected {unexpected}")
     return model.to(get_device(device))

@@ -47,6 +47,7 @@ __all__ = [
     "group_by_class",
     "evaluation_class_split",
     "sequential_probe",
+    "least_squares_probe",
     "sequential_probe_reference",
     "sequential_unfrozen",
     "iid_transfer",
@@ -70,10 +71,15 @@ class Trajectory:
 
 
 def trajectory(pool_size: int, n_train: int, n_classes: int, feature_dim: int, seed: int,
-               shuffle_images: bool = True) -> Trajectory:
+               shuffle_images: bool = True, head_outputs: int | None = None) -> Trajectory:
     """The stream of transfer seed ``seed``: ``n_classes`` classes drawn from a pool of
     ``pool_size`` in random order, each class's ``n_train`` images in random order (or in stored
-    order), and a Kaiming-normal head weight (std √(2/D), the official re-drawn head)."""
+    order), and a Kaiming-normal head weight (std √(2/D), the official re-drawn head) with
+    ``head_outputs`` rows (default ``n_classes``; the official code keeps 1000 outputs, of which the
+    first ``n_classes`` are learned and argmax runs over all)."""
+    head_outputs = n_classes if head_outputs is None else int(head_outputs)
+    if head_outputs < n_classes:
+        raise ValueError(f"head_outputs ({head_outputs}) must be at least n_classes ({n_classes})")
     if n_classes > pool_size:
         raise ValueError(f"a trajectory of {n_classes} classes needs a pool of at least that many, "
                          f"got {pool_size}")
@@ -84,6 +90,10 @@ def trajectory(pool_size: int, n_train: int, n_classes: int, feature_dim: int, s
     else:
         image_order = torch.arange(n_train).expand(n_classes, n_train).clone()
     weight = torch.randn(n_classes, feature_dim, generator=g) * math.sqrt(2.0 / feature_dim)
+    if head_outputs > n_classes:  # extra rows from their own stream: the first N rows stay the same
+        extra = torch.randn(head_outputs - n_classes, feature_dim,
+                            generator=samplers.generator(int(seed), "trajectory", "extra_rows"))
+        weight = torch.cat([weight, extra * math.sqrt(2.0 / feature_dim)])
     return Trajectory(classes, image_order, weight)
 
 
@@ -165,6 +175,7 @@ def sequential_probe(
     shuffle_images: bool = True,
     return_heads: bool = False,
     max_steps: int | None = None,
+    head_outputs: int | None = None,
 ):
     """Alg. 2 with a frozen feature extractor: one Adam step per training image, classes in
     sequence, for every (seed, lr) in ``seeds × lrs`` at once.
@@ -178,20 +189,24 @@ def sequential_probe(
     Returns a tidy frame: ``seed, lr, classes, train_acc, test_acc``; with ``return_heads`` also
     the final head weights (L, T, N, D) and biases (L, T, N), indexed [lr, seed].
     ``max_steps`` stops after that many images (benchmarks time a prefix of a long trajectory).
+    ``head_outputs`` (default ``n_classes``) gives the head more rows than classes, as the official
+    code's 1000-output transfer head: the extra rows are trained only as wrong answers and
+    argmax runs over all of them.
     """
     torch.set_flush_denormal(True)
     device, dtype = train_feats.device, train_feats.dtype
     P, n_train, D = train_feats.shape
-    T, L, C = len(seeds), len(lrs), n_classes
-    trajs = [trajectory(P, n_train, C, D, s, shuffle_images) for s in seeds]
+    T, L = len(seeds), len(lrs)
+    trajs = [trajectory(P, n_train, n_classes, D, s, shuffle_images, head_outputs) for s in seeds]
+    C = trajs[0].weight.shape[0]  # head rows (>= n_classes)
     # stream[t, j]: flat index (into P * n_train) of the j-th training image of seed t
     stream = torch.stack([
         (tr.classes.unsqueeze(1) * n_train + torch.gather(
-            torch.arange(n_train).expand(C, n_train), 1, tr.image_order)).reshape(-1)
+            torch.arange(n_train).expand(n_classes, n_train), 1, tr.image_order)).reshape(-1)
         for tr in trajs]).to(device)
     flat = train_feats.reshape(P * n_train, D)
-    steps = C * n_train
-    labels = torch.arange(C, device=device).repeat_interleave(n_train)
+    steps = n_classes * n_train
+    labels = torch.arange(n_classes, device=device).repeat_interleave(n_train)
 
     # Probe state laid out (L, T, ...): each learning rate's slice is one contiguous tensor for the
     # fused Adam call. Probes of one seed share its initial head (paired comparison across lrs).
@@ -204,7 +219,7 @@ def sequential_probe(
     S = L * T
     Wf, bf, gWf, gbf = W.view(S, C, D), b.view(S, C), gW.view(S, C, D), gb.view(S, C)
     rows_idx = torch.arange(S, device=device)
-    points = set(eval_points(C, eval_every))
+    points = set(eval_points(n_classes, eval_every))
     records = []
     for j in range(steps if max_steps is None else min(steps, max_steps)):
         f = flat[stream[:, j]]  # (T, D)
@@ -358,15 +373,61 @@ def iid_transfer(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, 
 # ---------------------------------------------------------------------------------------------
 # One transfer run and the choice of its learning rate
 # ---------------------------------------------------------------------------------------------
+#: ``split="select"``: of each report-pool class's 15 training images, the last this many are the
+#: validation images and the others the training stream (the held-out test images are never used).
+SELECT_VAL_IMAGES = 3
+SPLITS = ("val", "report", "select")
+
+
 def _pool(config: dict, device):
-    """Images of the evaluation-set pool named by ``config['split']`` grouped by class."""
+    """Images of the evaluation-set pool named by ``config['split']`` grouped by class.
+
+    ``val``: the validation pool (classes apart from the reported ones; its held-out images);
+    ``report``: the report pool (15 training / 5 held-out images per class); ``select``: the report
+    pool's classes, but trained on 12 of their training images and evaluated on the other
+    :data:`SELECT_VAL_IMAGES` — how learning rates are chosen at the reported trajectory length
+    (600 of 659 evaluation classes leave no validation pool that long) without touching the
+    held-out test images; the chapter runs it on a pre-trained model that is never reported."""
+    split = config["split"]
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
     ev = omniglot_data(config.get("split_seed", 0), device).evaluation
     val_classes, report_classes = evaluation_class_split(ev.num_classes, config["val_pool"],
                                                          config.get("class_split_seed", 0))
-    classes = val_classes if config["split"] == "val" else report_classes
+    classes = val_classes if split == "val" else report_classes
     train_x = group_by_class(ev.x_train, ev.y_train.cpu(), classes)
+    if split == "select":
+        return train_x[:, :-SELECT_VAL_IMAGES], train_x[:, -SELECT_VAL_IMAGES:]
     test_x = group_by_class(ev.x_test, ev.y_test.cpu(), classes)
     return train_x, test_x
+
+
+def least_squares_probe(train_feats: torch.Tensor, test_feats: torch.Tensor, *, n_classes: int,
+                        seeds: Sequence[int], ridge: float = 1e-3) -> pd.DataFrame:
+    """The official "no-SGD" feature check: for each transfer seed's ``n_classes`` classes, a
+    linear map from features (plus a constant) to one-hot labels fitted by least squares on all
+    their training images at once, scored by argmax on their held-out images. No learning rate,
+    no order: it measures the features alone, apart from the dynamics of the sequential probe.
+    ``ridge`` × the mean squared feature (a scale-free ridge) keeps the solve well posed when
+    features are collinear. Returns ``seed, classes, lstsq_train_acc, lstsq_test_acc``."""
+    P, n_train, D = train_feats.shape
+    rows = []
+    for seed in seeds:
+        tr = trajectory(P, n_train, n_classes, 1, seed)
+        classes = tr.classes.to(train_feats.device)
+        Xtr, ytr = _seen_eval_set(train_feats, classes, n_classes)
+        Xte, yte = _seen_eval_set(test_feats, classes, n_classes)
+        A = torch.cat([Xtr.double(), torch.ones(len(Xtr), 1, dtype=torch.float64, device=Xtr.device)], 1)
+        Y = F.one_hot(ytr, n_classes).double()
+        gram = A.T @ A
+        gram += ridge * float(gram.diagonal()[:-1].mean()) * torch.eye(D + 1, dtype=torch.float64, device=A.device)
+        W = torch.linalg.solve(gram, A.T @ Y)
+        score = lambda X: torch.cat([X.double(), torch.ones(len(X), 1, dtype=torch.float64,  # noqa: E731
+                                                            device=X.device)], 1) @ W
+        rows.append({"seed": int(seed), "classes": n_classes,
+                     "lstsq_train_acc": metrics.accuracy(score(Xtr), ytr),
+                     "lstsq_test_acc": metrics.accuracy(score(Xte), yte)})
+    return pd.DataFrame(rows, columns=["seed", "classes", "lstsq_train_acc", "lstsq_test_acc"])
 
 
 def transfer(model: nn.Module, config: dict, device=None) -> dict:
@@ -374,7 +435,9 @@ def transfer(model: nn.Module, config: dict, device=None) -> dict:
 
     Config keys: ``kind`` (probe | unfrozen | iid), ``split`` (val | report), ``val_pool``,
     ``class_split_seed``, ``split_seed``, ``classes`` (trajectory length), ``seeds``, ``lrs``,
-    ``eval_every`` (probe / unfrozen) or ``epochs``, ``batch_size``, ``evals_per_epoch`` (iid).
+    ``eval_every`` (probe / unfrozen) or ``epochs``, ``batch_size``, ``evals_per_epoch`` (iid);
+    ``head_outputs`` (probe; default the trajectory's classes, official 1000) and
+    ``least_squares`` (probe: also :func:`least_squares_probe` on the same features, table ``lstsq``).
     Returns ``curves`` (a tidy frame, see the protocol functions) and ``seconds``; a probe also
     ``feature_density`` and ``feature_norm`` of the frozen features on its training images. The
     chapter stores it as ``zapping-transfer`` (:func:`zaplib.experiments.zapping.transfer_run`).
@@ -398,7 +461,11 @@ def transfer(model: nn.Module, config: dict, device=None) -> dict:
         feats_te[used] = extract_features(model, test_x[used].flatten(0, 1)).reshape(len(used), n_te, D)
         curves = sequential_probe(feats_tr, feats_te, n_classes=config["classes"],
                                   seeds=config["seeds"], lrs=config["lrs"],
-                                  eval_every=config["eval_every"])
+                                  eval_every=config["eval_every"],
+                                  head_outputs=config.get("head_outputs"))
+        if config.get("least_squares"):
+            lstsq = least_squares_probe(feats_tr, feats_te, n_classes=config["classes"],
+                                        seeds=config["seeds"])
         density = float((feats_tr[used] > 0).float().mean())
         norm = float(feats_tr[used].norm(dim=-1).mean())
     elif kind in ("unfrozen", "iid"):
@@ -422,6 +489,8 @@ def transfer(model: nn.Module, config: dict, device=None) -> dict:
     out = {"curves": curves, "seconds": time.perf_counter() - tic}
     if kind == "probe":
         out.update(feature_density=density, feature_norm=norm)
+        if config.get("least_squares"):
+            out["lstsq"] = lstsq
     return out
 
 

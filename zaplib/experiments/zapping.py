@@ -36,42 +36,69 @@ TRANSFER_EXPERIMENT = "zapping-transfer"
 # The stored experiments
 # ---------------------------------------------------------------------------------------------
 # version 2: seeds from samplers.generator, inits via models.build, data via data.subset (issue 12)
-@experiment(PRETRAIN_EXPERIMENT, version=2)
+# version 3: trunks (committed) and checkpoints, per-batch losses, ANML pooling as the official code
+@experiment(PRETRAIN_EXPERIMENT, version=3)
 def pretrain_run(config: dict) -> dict:
     """One pre-training run, stored (config keys and results: :func:`zaplib.pretraining.pretrain`)."""
     return pretraining.pretrain(config)
 
 
-def load_pretrained(config: dict, store: Store | None = None, device=None) -> nn.Module:
+def load_pretrained(config: dict, store: Store | None = None, device=None, at: int | None = None) -> nn.Module:
     """The pre-trained model of ``config`` from the results store (computed and stored first if
-    missing), on ``device``."""
+    missing), on ``device``; ``at`` names one of the run's ``checkpoints`` (epochs or episodes).
+    Transfer needs only the trunk (committed); the whole state (git-ignored) is used when present."""
     store = store if store is not None else Store()
     run = store.run(PRETRAIN_EXPERIMENT, config, pretrain_run)
-    if "state" not in run:  # a big checkpoint that was not committed: recompute it
-        run = store.run(PRETRAIN_EXPERIMENT, config, pretrain_run, force=True)
-    return pretraining.build_pretrained(run.config, run["state"], device)
+    if at is not None:
+        if "checkpoint_trunks" not in run or str(int(at)) not in run["checkpoint_trunks"]:
+            raise ValueError(f"pre-training run {run.path.name[:8]} has no checkpoint at {at}")
+        state = run["checkpoint_trunks"][str(int(at))]
+    elif "trunk" in run:
+        state = run["trunk"]
+    else:
+        if "state" not in run:  # a checkpoint that was not committed: recompute it
+            run = store.run(PRETRAIN_EXPERIMENT, config, pretrain_run, force=True)
+        state = run["state"]
+    return pretraining.build_pretrained(run.config, state, device)
 
 
 # version 2: seeds from samplers.generator, inits via models.build, data via data.subset (issue 12)
-@experiment(TRANSFER_EXPERIMENT, version=2)
+# version 3: checkpoints (``at``), the ``select`` split, least-squares probe, head_outputs (issue 14)
+@experiment(TRANSFER_EXPERIMENT, version=3)
 def transfer_run(config: dict) -> dict:
-    """One transfer run, stored: the pre-trained model of ``config["pretrain"]`` (loaded through
-    :func:`load_pretrained`) transferred as :func:`zaplib.transfer.transfer` describes the other
-    keys."""
+    """One transfer run, stored: the pre-trained model of ``config["pretrain"]`` (at checkpoint
+    ``config["at"]`` when given; loaded through :func:`load_pretrained`) transferred as
+    :func:`zaplib.transfer.transfer` describes the other keys."""
     device = get_device(config.get("device"))
     torch.set_flush_denormal(True)  # Adam on a softmax head makes denormals, ~3x slower on a CPU
-    return transfer.transfer(load_pretrained(config["pretrain"], device=device), config, device)
+    model = load_pretrained(config["pretrain"], device=device, at=config.get("at"))
+    return transfer.transfer(model, config, device)
 
 
 # ---------------------------------------------------------------------------------------------
-# The learning-rate protocol (validation pool, then report pool) through the store
+# Models to transfer: a pre-training config, optionally at one of its checkpoints
 # ---------------------------------------------------------------------------------------------
+def units_of(pretrain: dict) -> int:
+    """Length of a pre-training run: epochs (i.i.d.), episodes (ASB / meta-ASB / ANML), 0 (untrained)."""
+    return int(pretrain.get("epochs") or pretrain.get("episodes") or 0)
+
+
+def model_spec(pretrain: dict, at: int | None = None) -> dict:
+    """A model to transfer: ``{"pretrain": config}`` (the final model) or with ``"at"``, a
+    checkpoint of that run (``at`` equal to the run's length is the final model)."""
+    if at is None or int(at) == units_of(pretrain):
+        return {"pretrain": pretrain}
+    return {"pretrain": pretrain, "at": int(at)}
+
+
 def _tag(runs, configs) -> pd.DataFrame:
-    """The curves of ``runs``, each tagged with its pre-trained model: method, zap, fan_in, pretrain_seed."""
+    """The curves of ``runs``, each tagged with its pre-trained model: method, zap, fan_in,
+    pretrain_seed and ``at`` (epochs or episodes of pre-training the transferred model had)."""
     frames = []
     for run, config in zip(runs, configs):
         frame = run["curves"].copy()
         pre = config["pretrain"]
+        frame.insert(0, "at", int(config.get("at", units_of(pre))))
         frame.insert(0, "pretrain_seed", pre["seed"])
         frame.insert(0, "fan_in", pre.get("zap_fan_in", "row"))
         frame.insert(0, "zap", pre["zap"])
@@ -80,51 +107,78 @@ def _tag(runs, configs) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def validation_configs(kind: str, pretrain_configs: Sequence[dict], *, lrs: Sequence[float],
+def _lstsq(runs, configs) -> pd.DataFrame:
+    """The least-squares probe rows of ``runs`` (where run), tagged as :func:`_tag` tags curves."""
+    frames = [run["lstsq"].assign(method=c["pretrain"]["method"], zap=c["pretrain"]["zap"],
+                                  fan_in=c["pretrain"].get("zap_fan_in", "row"),
+                                  pretrain_seed=c["pretrain"]["seed"],
+                                  at=int(c.get("at", units_of(c["pretrain"]))))
+              for run, c in zip(runs, configs) if "lstsq" in run]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# ---------------------------------------------------------------------------------------------
+# The learning-rate protocol (choose on apart runs, then report) through the store
+# ---------------------------------------------------------------------------------------------
+SELECT_BY = ("method", "zap", "fan_in", "at")
+
+
+def validation_configs(kind: str, specs: Sequence[dict], *, lrs: Sequence[float],
                        val_seeds: Sequence[int], classes: int, common: dict,
-                       val_classes: int | None = None) -> list[dict]:
-    """Phase 1 of :func:`run_protocol`: one validation-pool run (all ``lrs``) per pre-trained model."""
-    return [{"kind": kind, **common, "classes": val_classes or classes, "pretrain": p, "split": "val",
-             "seeds": list(val_seeds), "lrs": list(lrs)} for p in pretrain_configs]
+                       val_classes: int | None = None, split: str = "val") -> list[dict]:
+    """Phase 1 of :func:`run_protocol`: one run of every ``lrs`` per model of ``specs``
+    (:func:`model_spec`): on the validation pool (``split="val"``, ``val_classes`` classes) or on
+    the ``select`` split at the reported length (``classes``; see :func:`zaplib.transfer._pool`)."""
+    length = classes if split == "select" else (val_classes or classes)
+    return [{"kind": kind, **common, "classes": length, **spec, "split": split,
+             "seeds": list(val_seeds), "lrs": list(lrs)} for spec in specs]
 
 
-def report_configs(kind: str, pretrain_configs: Sequence[dict], best_lr: pd.DataFrame, *,
+def _key(pre: dict, at: int) -> tuple:
+    return (pre["method"], bool(pre["zap"]), pre.get("zap_fan_in", "row"), int(at))
+
+
+def report_configs(kind: str, specs: Sequence[dict], best_lr: pd.DataFrame, *,
                    report_seeds: Sequence[int], classes: int, common: dict) -> list[dict]:
-    """Phase 2 of :func:`run_protocol`: one report-pool run per pre-trained model, at the learning
-    rate ``best_lr`` (:func:`zaplib.transfer.select_lr`) chose for its (method, zap, fan-in)."""
-    lr_of = {(r.method, bool(r.zap), r.fan_in): float(r.lr) for r in best_lr.itertuples()}
-    return [{"kind": kind, **common, "classes": classes, "pretrain": p, "split": "report",
-             "seeds": list(report_seeds), "lrs": [lr_of[(p["method"], bool(p["zap"]), p.get("zap_fan_in", "row"))]]}
-            for p in pretrain_configs]
+    """Phase 2 of :func:`run_protocol`: one report-pool run per model of ``specs`` at the learning
+    rate ``best_lr`` (:func:`zaplib.transfer.select_lr`) chose for its (method, zap, fan-in, at)."""
+    lr_of = {(r.method, bool(r.zap), r.fan_in, int(r.at)): float(r.lr) for r in best_lr.itertuples()}
+    return [{"kind": kind, **common, "classes": classes, **spec, "split": "report",
+             "seeds": list(report_seeds),
+             "lrs": [lr_of[_key(spec["pretrain"], spec.get("at", units_of(spec["pretrain"])))]]}
+            for spec in specs]
 
 
-def run_protocol(kind: str, pretrain_configs: Sequence[dict], *, lrs: Sequence[float],
+def run_protocol(kind: str, specs: Sequence[dict], *, lrs: Sequence[float],
                  val_seeds: Sequence[int], report_seeds: Sequence[int], classes: int,
-                 common: dict, val_classes: int | None = None, executor=None, store=None,
-                 progress: bool = True) -> dict:
-    """LR selection on the validation pool, then the report runs, for every pre-trained model.
+                 common: dict, val_classes: int | None = None, selection: Sequence[dict] | None = None,
+                 executor=None, store=None, progress: bool = True) -> dict:
+    """The learning rate chosen on runs apart from the reported ones, then the report runs.
 
-    Phase 1 runs :func:`transfer_run` (``split="val"``, trajectories of ``val_classes`` classes —
-    default ``classes`` —, all ``lrs``, ``val_seeds``) for every config in ``pretrain_configs``;
-    :func:`zaplib.transfer.select_lr` picks one lr per (method, zap); phase 2 runs trajectories of ``classes``
-    classes of the report pool with that lr and ``report_seeds``. ``common`` holds the other
-    config keys (``val_pool``, ``eval_every`` ...). Both phases go through
-    :func:`zaplib.store.sweep` (stored, resumable, any executor). A validation trajectory should
-    be as long as a reported one (the best lr moves with the length; reference notes); it can
-    only be shorter when the pool is too small (paper profile: 59 classes beside 600).
+    Phase 1 (choice): with ``selection`` (models of a pre-training seed that is never reported, one
+    per configuration), runs on the ``select`` split at the reported length ``classes``: the
+    report pool's classes, trained on 12 of each class's training images and scored on the other
+    3, never on held-out test images. Without it, runs on the validation pool (``val_classes``
+    classes of ``val_pool``) on the reported models themselves — the ``quick`` protocol, whose
+    100-class trajectories fit in the pool. :func:`zaplib.transfer.select_lr` picks one lr per
+    (method, zap, fan-in, at); phase 2 runs ``report_seeds`` trajectories of ``classes`` classes of
+    the report pool at that lr on every model of ``specs``. ``common`` holds the other config keys.
+    Both phases go through :func:`zaplib.store.sweep` (stored, resumable, any executor).
 
-    Returns ``val`` and ``report`` (curves tagged with ``method, zap, pretrain_seed``),
-    ``best_lr`` (from :func:`zaplib.transfer.select_lr`), ``runs`` (one row per report run: feature density and
-    norm for probes, wall time) and ``val_wall_s`` / ``report_wall_s`` (summed run wall times).
+    Returns ``val`` and ``report`` (curves tagged by :func:`_tag`), ``best_lr``, ``lstsq`` (least-
+    squares probe rows of the report runs, if run), ``runs`` (one row per report run: feature
+    density and norm for probes, wall time) and ``val_wall_s`` / ``report_wall_s``.
     """
     store = store if store is not None else Store()
-    val_cfgs = validation_configs(kind, pretrain_configs, lrs=lrs, val_seeds=val_seeds, classes=classes,
-                                  common=common, val_classes=val_classes)
+    choose_on = list(selection) if selection is not None else list(specs)
+    val_cfgs = validation_configs(kind, choose_on, lrs=lrs, val_seeds=val_seeds, classes=classes,
+                                  common=common, val_classes=val_classes,
+                                  split="select" if selection is not None else "val")
     val_runs = sweep(transfer_run, val_cfgs, executor, store=store, experiment=TRANSFER_EXPERIMENT,
                      progress=progress)
     val = _tag(val_runs, val_cfgs)
-    best = transfer.select_lr(val)
-    rep_cfgs = report_configs(kind, pretrain_configs, best, report_seeds=report_seeds, classes=classes,
+    best = transfer.select_lr(val, by=SELECT_BY)
+    rep_cfgs = report_configs(kind, specs, best, report_seeds=report_seeds, classes=classes,
                               common=common)
     rep_runs = sweep(transfer_run, rep_cfgs, executor, store=store, experiment=TRANSFER_EXPERIMENT,
                      progress=progress)
@@ -133,10 +187,12 @@ def run_protocol(kind: str, pretrain_configs: Sequence[dict], *, lrs: Sequence[f
     runs = pd.DataFrame([{"method": c["pretrain"]["method"], "zap": c["pretrain"]["zap"],
                           "fan_in": c["pretrain"].get("zap_fan_in", "row"),
                           "pretrain_seed": c["pretrain"]["seed"],
+                          "at": int(c.get("at", units_of(c["pretrain"]))),
                           "feature_density": r.get("feature_density", np.nan),
                           "feature_norm": r.get("feature_norm", np.nan), "wall_time_s": wall(r)}
                          for r, c in zip(rep_runs, rep_cfgs)])
     return {"val": val, "report": reported, "best_lr": best, "runs": runs,
+            "lstsq": _lstsq(rep_runs, rep_cfgs),
             "val_wall_s": float(np.nansum([wall(r) for r in val_runs])),
             "report_wall_s": float(runs["wall_time_s"].sum())}
 
@@ -150,14 +206,22 @@ METHOD_LABELS = {"untrained": "untrained", "iid": "i.i.d.", "asb": "ASB", "meta_
 METHOD_COLORS = {"untrained": "0.45", "iid": "C0", "asb": "C2", "meta_asb": "C3", "anml": "C1"}
 # relative cost of one unit of work, used only to submit the longest runs first (load balance)
 _COST = {"iid": 6.0, "asb": 0.07, "meta_asb": 0.2, "anml": 0.4, "untrained": 0.0}
+_UNIT_NAMES = {"iid": "epoch", "asb": "episode", "meta_asb": "episode", "anml": "episode"}
 
 
-def label(method: str, zap: bool, fan_in: str = "row") -> str:
-    """Display name, e.g. ``ASB+zap``; ANML always zaps and is called just ANML."""
+def label(method: str, zap: bool, fan_in: str = "row", at: int | None = None) -> str:
+    """Display name, e.g. ``ASB+zap``; ANML always zaps and is called just ANML. A checkpoint
+    shorter than the run gets its length, e.g. ``i.i.d. (1 epoch)`` or ``ASB+zap (750 episodes)``."""
     if method == "anml":
-        return "ANML"
-    name = METHOD_LABELS[method] + ("+zap" if zap else "")
-    return name + " (official zap bug)" if fan_in == "official_bug" else name
+        name = "ANML"
+    else:
+        name = METHOD_LABELS[method] + ("+zap" if zap else "")
+        if fan_in == "official_bug":
+            name += " (official zap bug)"
+    if at is not None:
+        unit = _UNIT_NAMES.get(method, "step")
+        name += f" ({int(at):,} {unit}{'s' if int(at) != 1 else ''})"
+    return name
 
 
 #: The main conditions in display order, (method, zap) -> label (the official-bug variant apart).
@@ -166,13 +230,40 @@ CONDITIONS = {(m, z): label(m, z) for m, z in (("untrained", False), ("iid", Fal
                                               ("meta_asb", True), ("anml", True))}
 
 
-def with_condition(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` (columns method, zap[, fan_in]) with a ``condition`` column: its :func:`label`."""
-    fan_in = frame["fan_in"] if "fan_in" in frame.columns else ["row"] * len(frame)
-    return frame.assign(condition=[label(m, z, f) for m, z, f in zip(frame["method"], frame["zap"], fan_in)])
+def with_condition(frame: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+    """``frame`` (columns method, zap[, fan_in, at]) with a ``condition`` column: its :func:`label`.
+    With ``params``, a model transferred at one of its run's checkpoints (``at`` shorter than the
+    run's length) is labelled with its length; without, ``at`` is ignored."""
+    n = len(frame)
+    fan_in = frame["fan_in"] if "fan_in" in frame.columns else ["row"] * n
+    ats = frame["at"] if ("at" in frame.columns and params is not None) else [None] * n
+    full = {m: full_units(params, m) for m in METHOD_LABELS} if params is not None else {}
+    names = [label(m, z, f, None if a is None or int(a) == full.get(m) else a)
+             for m, z, f, a in zip(frame["method"], frame["zap"], fan_in, ats)]
+    return frame.assign(condition=names)
 
 
-def pretrain_config(params, method: str, zap: bool, seed: int, fan_in: str = "row") -> dict:
+def full_units(params: dict, method: str) -> int:
+    """The length of a method's pre-training runs under ``params`` (0 for the untrained network)."""
+    key = {"iid": "iid_epochs", "asb": "asb_episodes", "meta_asb": "meta_episodes",
+           "anml": "anml_episodes"}.get(method)
+    return int(params[key]) if key else 0
+
+
+def iid_precision(params, store: Store | None = None) -> str:
+    """The precision of i.i.d. pre-training: ``params["precision"]``, where ``"auto"`` means bf16
+    once the regime gate's parity test has shown bf16 equivalent to fp32 (:func:`gate_summary`),
+    else fp32 (also while the gate is not yet computed)."""
+    precision = params.get("precision", "fp32")
+    if precision != "auto":
+        return precision
+    if store is None or not gate_complete(params, store):
+        return "fp32"
+    return "bf16" if gate_summary(params, store)["parity_holds"] else "fp32"
+
+
+def pretrain_config(params, method: str, zap: bool, seed: int, fan_in: str = "row",
+                    precision: str | None = None) -> dict:
     """The plain config of one pre-training run (keys documented in :func:`zaplib.pretraining.pretrain`)."""
     config = {"method": method, "zap": bool(zap), "seed": int(seed), "channels": params["channels"],
               "head_outputs": 1000, "split_seed": 0, "zap_bias": "zero"}
@@ -180,110 +271,293 @@ def pretrain_config(params, method: str, zap: bool, seed: int, fan_in: str = "ro
         return config
     if method == "iid":
         config.update(epochs=params["iid_epochs"], batch_size=256, lr=params["iid_lr"])
+        checkpoints = [e for e in params.get("iid_checkpoints", []) if e < params["iid_epochs"]]
+        if checkpoints:
+            config["checkpoints"] = sorted(checkpoints)
+        if precision and precision != "fp32":
+            config["precision"] = precision
         if zap:
             config.update(zap_every=params["zap_every"], zap_rows=None, zap_fan_in=fan_in)
     else:
         episodes = {"asb": "asb_episodes", "meta_asb": "meta_episodes", "anml": "anml_episodes"}[method]
         config.update(episodes=params[episodes], inner_lr=params["inner_lr"],
                       outer_lr=params["outer_lr"], K=20, R=64)
+        if method == "asb":
+            checkpoints = [e for e in params.get("asb_checkpoints", []) if e < params["asb_episodes"]]
+            if checkpoints:
+                config["checkpoints"] = sorted(checkpoints)
         if method == "anml":
             config["nm_channels"] = params["nm_channels"]
+            config["nm_pool_last"] = bool(params.get("nm_pool_last", True))
+            if params.get("anml_train_images", 15) != 15:
+                config["train_images"] = int(params["anml_train_images"])
     return config
 
 
 def _cost(config: dict) -> float:
-    units = config.get("epochs") or config.get("episodes") or 0
-    return _COST[config["method"]] * units
+    return _COST[config["method"]] * units_of(config)
 
 
-def pretrain_configs(params) -> list[dict]:
-    """Every pre-training run of the chapter, longest first: i.i.d. and ASB ± zap on
-    ``pretrain_seeds``, meta-ASB ± zap on ``meta_seeds``, ANML (zap) on ``anml_seeds``, and the
-    untrained network on ``pretrain_seeds`` (what the features give before any pre-training)."""
-    configs = [pretrain_config(params, "untrained", False, s) for s in params["pretrain_seeds"]]
+def _arms(params) -> list[tuple[str, bool, list[int]]]:
+    """(method, zap, reported seeds) of every arm of the main comparison."""
+    arms = [("untrained", False, params["pretrain_seeds"])]
     for method, seeds in (("iid", params["pretrain_seeds"]), ("asb", params["pretrain_seeds"]),
                           ("meta_asb", params["meta_seeds"])):
-        for zap in (False, True):
-            configs += [pretrain_config(params, method, zap, s) for s in seeds]
-    configs += [pretrain_config(params, "anml", True, s) for s in params["anml_seeds"]]
+        arms += [(method, zap, seeds) for zap in (False, True)]
+    if params["anml_seeds"]:
+        arms.append(("anml", True, params["anml_seeds"]))
+    return arms
+
+
+def pretrain_configs(params, store: Store | None = None) -> list[dict]:
+    """Every reported pre-training run of the chapter, longest first: i.i.d. and ASB ± zap on
+    ``pretrain_seeds``, meta-ASB ± zap on ``meta_seeds``, ANML (zap) on ``anml_seeds``, and the
+    untrained network on ``pretrain_seeds`` (what the features give before any pre-training)."""
+    precision = iid_precision(params, store)
+    configs = [pretrain_config(params, m, z, s, precision=precision)
+               for m, z, seeds in _arms(params) for s in seeds]
     return sorted(configs, key=_cost, reverse=True)
 
 
-def bug_configs(params) -> list[dict]:
+def selection_configs(params, store: Store | None = None) -> list[dict]:
+    """One pre-training run per arm (and the official-bug arm) with ``selection_seed``: used only to
+    choose transfer learning rates, never reported (empty when ``selection_seed`` < 0)."""
+    seed = params.get("selection_seed", -1)
+    if seed is None or seed < 0:
+        return []
+    precision = iid_precision(params, store)
+    configs = [pretrain_config(params, m, z, seed, precision=precision) for m, z, _ in _arms(params)]
+    if params["bug_seeds"]:
+        configs.append(pretrain_config(params, "iid", True, seed, fan_in="official_bug", precision=precision))
+    return sorted(configs, key=_cost, reverse=True)
+
+
+def bug_configs(params, store: Store | None = None) -> list[dict]:
     """i.i.d.+zap with the official i.i.d. path's zap (std ≈ √(1/k) too small; reference notes)."""
-    return [pretrain_config(params, "iid", True, s, fan_in="official_bug") for s in params["bug_seeds"]]
+    precision = iid_precision(params, store)
+    return [pretrain_config(params, "iid", True, s, fan_in="official_bug", precision=precision)
+            for s in params["bug_seeds"]]
+
+
+def specs_of(configs: Sequence[dict]) -> list[dict]:
+    """Every model to transfer from these pre-training runs: each final model, and each checkpoint
+    of the i.i.d. runs *without* zapping (the 1-epoch control: an i.i.d.+zap run is the same model
+    until its first zap, so its early checkpoints would repeat them) and of the ASB runs."""
+    specs = []
+    for c in configs:
+        specs.append(model_spec(c))
+        if c["method"] == "iid" and (c["zap"] or c.get("zap_fan_in", "row") != "row"):
+            continue
+        specs += [model_spec(c, at) for at in c.get("checkpoints", [])]
+    return specs
 
 
 def probe_common(params) -> dict:
     """Shared keys of the sequential linear-probe transfer runs (Alg. 2)."""
-    return {"val_pool": params["val_pool"], "class_split_seed": 0, "split_seed": 0,
-            "eval_every": params["eval_every"]}
+    common = {"val_pool": params["val_pool"], "class_split_seed": 0, "split_seed": 0,
+              "eval_every": params["eval_every"]}
+    if params.get("transfer_head_outputs", 0):
+        common["head_outputs"] = int(params["transfer_head_outputs"])
+    if params.get("least_squares", False):
+        common["least_squares"] = True
+    return common
 
 
 def finetune_configs(params, configs: list[dict]) -> list[dict]:
     """The pre-trained models that are also fine-tuned (unfrozen and i.i.d. transfer)."""
     keep = set(params["pretrain_seeds"][: params["finetune_pretrain_seeds"]])
-    return [c for c in configs if c["method"] in params["finetune_methods"] and c["seed"] in keep]
+    return [c for c in configs if c["method"] in params["finetune_methods"]
+            and (c["seed"] in keep or c["seed"] == params.get("selection_seed", -1))]
 
 
 def protocol_settings(params, kind: str) -> dict:
     """The settings of transfer protocol ``kind`` ("probe", "unfrozen" or "iid") from the chapter's
-    parameters: the keyword arguments of :func:`run_protocol` besides the pre-trained models."""
+    parameters: the keyword arguments of :func:`run_protocol` besides the models."""
     finetune = {"val_seeds": params["finetune_val_seeds"], "report_seeds": params["finetune_report_seeds"],
                 "classes": params["finetune_classes"],
                 "val_classes": min(params["finetune_classes"], params["val_classes"])}
-    if kind == "probe":  # sequential linear probe with LR selection on the validation pool (Alg. 2)
+    if kind == "probe":  # sequential linear probe (Alg. 2)
         return {"lrs": params["probe_lrs"], "val_seeds": params["val_seeds"],
                 "report_seeds": params["report_seeds"], "classes": params["transfer_classes"],
                 "val_classes": params["val_classes"], "common": probe_common(params)}
+    common = {"val_pool": params["val_pool"], "class_split_seed": 0, "split_seed": 0}
     if kind == "unfrozen":  # sequential transfer with every parameter trained (App. H)
-        return {"lrs": params["unfrozen_lrs"], "common": probe_common(params), **finetune}
+        return {"lrs": params["unfrozen_lrs"], "common": {**common, "eval_every": params["eval_every"]},
+                **finetune}
     if kind == "iid":  # i.i.d. fine-tuning (Alg. 3): Adam, batch 32, curves twice an epoch
-        common = {"val_pool": params["val_pool"], "class_split_seed": 0, "split_seed": 0,
-                  "epochs": params["iid_transfer_epochs"], "batch_size": 32, "evals_per_epoch": 2}
+        common.update(epochs=params["iid_transfer_epochs"], batch_size=32, evals_per_epoch=2)
         return {"lrs": params["iid_transfer_lrs"], "common": common, **finetune}
     raise ValueError(f"unknown transfer protocol {kind!r}; protocols: probe, unfrozen, iid")
 
 
-def run_probe(params, configs, executor=None, store=None, progress=True) -> dict:
-    """Sequential linear-probe transfer with LR selection on the validation pool (Alg. 2)."""
-    return run_protocol("probe", configs, **protocol_settings(params, "probe"), executor=executor,
-                        store=store, progress=progress)
+def protocol_models(params, kind: str, store: Store | None = None) -> tuple[list[dict], list[dict] | None]:
+    """The models protocol ``kind`` reports (:func:`model_spec` dicts) and the models it chooses
+    learning rates on (``None``: the reported ones, on the validation pool)."""
+    main, bug, select = pretrain_configs(params, store), bug_configs(params, store), selection_configs(params, store)
+    if kind == "probe":  # every model and checkpoint, the official-bug ones too
+        reported, chosen = specs_of(main + bug), specs_of(select)
+    else:  # fine-tuning: the final models of finetune_methods only
+        reported = [model_spec(c) for c in finetune_configs(params, main) if c["seed"] in params["pretrain_seeds"]]
+        chosen = [model_spec(c) for c in select if c["method"] in params["finetune_methods"]
+                  and c.get("zap_fan_in", "row") == "row"]
+    return reported, (chosen if select else None)
 
 
-def run_unfrozen(params, configs, executor=None, store=None, progress=True) -> dict:
+def _run(kind: str, params, executor=None, store=None, progress=True) -> dict:
+    reported, chosen = protocol_models(params, kind, store)
+    return run_protocol(kind, reported, **protocol_settings(params, kind), selection=chosen,
+                        executor=executor, store=store, progress=progress)
+
+
+def run_probe(params, executor=None, store=None, progress=True) -> dict:
+    """Sequential linear-probe transfer (Alg. 2) of every reported model and checkpoint."""
+    return _run("probe", params, executor, store, progress)
+
+
+def run_unfrozen(params, executor=None, store=None, progress=True) -> dict:
     """Sequential transfer with every parameter trained (App. H)."""
-    return run_protocol("unfrozen", configs, **protocol_settings(params, "unfrozen"), executor=executor,
-                        store=store, progress=progress)
+    return _run("unfrozen", params, executor, store, progress)
 
 
-def run_iid_transfer(params, configs, executor=None, store=None, progress=True) -> dict:
+def run_iid_transfer(params, executor=None, store=None, progress=True) -> dict:
     """i.i.d. fine-tuning on the transfer classes (Alg. 3): Adam, batch 32, curves twice an epoch."""
-    return run_protocol("iid", configs, **protocol_settings(params, "iid"), executor=executor,
-                        store=store, progress=progress)
+    return _run("iid", params, executor, store, progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# The regime gate (its own seeds; computed, and reported, before the long sweep)
+# ---------------------------------------------------------------------------------------------
+#: bf16 i.i.d. pre-training is used (``precision="auto"``) only if, on the gate seeds, bf16 and fp32
+#: agree within this many accuracy points in pre-training accuracy and in transfer accuracy (paired
+#: TOST at α = 0.05). Two points is a fifth of the effect the reference pilot saw (22.3 % → 28.6 %).
+PARITY_MARGIN = 0.02
+
+
+def gate_configs(params) -> list[dict]:
+    """The gate's pre-training runs: i.i.d. and i.i.d.+zap in bf16, and i.i.d. in fp32 (the parity
+    check), on ``gate_seeds`` — seeds that no reported or selection run uses."""
+    out = []
+    for s in params.get("gate_seeds", []):
+        out += [pretrain_config(params, "iid", False, s, precision="bf16"),
+                pretrain_config(params, "iid", True, s, precision="bf16"),
+                pretrain_config(params, "iid", False, s, precision="fp32")]
+    return out
+
+
+def gate_probe_configs(params) -> list[dict]:
+    """The gate's transfer runs: every probe lr × validation seed on the ``select`` split (never the
+    held-out test images) at the reported length, one run per gate model."""
+    return validation_configs("probe", [model_spec(c) for c in gate_configs(params)], lrs=params["probe_lrs"],
+                              val_seeds=params["val_seeds"], classes=params["transfer_classes"],
+                              common=probe_common(params), split="select")
+
+
+def gate_complete(params, store: Store) -> bool:
+    cfgs = gate_configs(params)
+    return bool(cfgs) and all(store.complete(PRETRAIN_EXPERIMENT, c) for c in cfgs) and all(
+        store.complete(TRANSFER_EXPERIMENT, c) for c in gate_probe_configs(params))
+
+
+def gate_summary(params, store: Store) -> dict:
+    """The gate's numbers: ``table`` (one row per gate seed: pre-training accuracy and best-lr
+    ``select``-split transfer accuracy of i.i.d., i.i.d.+zap (bf16) and i.i.d. fp32; the lr is
+    chosen per arm on the mean over gate seeds), ``zap_gain`` (i.i.d.+zap − i.i.d. per seed),
+    ``regime_holds`` (zapping helps on every gate seed), the paired bf16 − fp32 differences with
+    their TOST p-values (margin :data:`PARITY_MARGIN`) and ``parity_holds``."""
+    from scipy import stats
+
+    pre = gate_configs(params)
+    runs = [store.load(TRANSFER_EXPERIMENT, c) for c in gate_probe_configs(params)]
+    curves = _tag(runs, gate_probe_configs(params))
+    curves["precision"] = [c["pretrain"].get("precision", "fp32") for c, r in
+                           zip(gate_probe_configs(params), runs) for _ in range(len(r["curves"]))]
+    final = transfer.final_records(curves)
+    arm = lambda f: f.method + f.zap.map({True: "+zap", False: ""}) + " " + f.precision  # noqa: E731
+    final["arm"] = arm(final)
+    by_lr = final.groupby(["arm", "lr"])["test_acc"].mean()
+    best_lr = by_lr.groupby(level=0).idxmax().map(lambda t: t[1])
+    final = final[final.lr == final.arm.map(best_lr)]
+    transfer_acc = final.groupby(["pretrain_seed", "arm"])["test_acc"].mean().unstack()
+    pre_acc = pd.DataFrame([{"pretrain_seed": c["seed"], "arm": f"{c['method']}{'+zap' if c['zap'] else ''} "
+                             f"{c.get('precision', 'fp32')}", "acc": store.load(PRETRAIN_EXPERIMENT, c)["pretrain_val_acc"]}
+                            for c in pre]).pivot(index="pretrain_seed", columns="arm", values="acc")
+    table = transfer_acc.add_prefix("transfer ").join(pre_acc.add_prefix("pretrain "))
+    gain = transfer_acc["iid+zap bf16"] - transfer_acc["iid bf16"]
+
+    def tost(d: pd.Series) -> float:
+        d = d.to_numpy(float)
+        if len(d) < 2:  # one seed cannot show equivalence
+            return 1.0
+        if np.std(d, ddof=1) == 0:
+            return float(0.0 if np.all(np.abs(d) < PARITY_MARGIN) else 1.0)
+        se = np.std(d, ddof=1) / np.sqrt(len(d))
+        lo = stats.t.sf((d.mean() + PARITY_MARGIN) / se, len(d) - 1)
+        hi = stats.t.cdf((d.mean() - PARITY_MARGIN) / se, len(d) - 1)
+        return float(max(lo, hi))
+
+    parity = {name: table[f"{name} iid bf16"] - table[f"{name} iid fp32"] for name in ("transfer", "pretrain")}
+    p = {name: tost(d) for name, d in parity.items()}
+    return {"table": table, "best_lr": best_lr, "zap_gain": gain, "regime_holds": bool((gain > 0).all()),
+            "parity": parity, "parity_p": p, "parity_holds": bool(all(v < 0.05 for v in p.values()))}
+
+
+def full_plan(params) -> list:
+    """Every run of the profile, later stages with the middle learning rate of each grid as a
+    placeholder and i.i.d. pre-training at bf16 when ``precision`` is auto.
+
+    For ``compute --dry-run``'s cost table only: what is computed is :func:`planned_runs`, stage by
+    stage (the gate decides the precision and the choice runs decide the learning rates)."""
+    assumed = {**params, "precision": "bf16" if params.get("precision") == "auto" else params.get("precision", "fp32")}
+    runs = [(pretrain_run, c) for c in gate_configs(params)] + [(transfer_run, c) for c in gate_probe_configs(params)]
+    pre = pretrain_configs(assumed) + bug_configs(assumed) + selection_configs(assumed)
+    runs += [(pretrain_run, c) for c in pre]
+    for kind in ("probe", *params.get("finetune_protocols", ["unfrozen", "iid"])):
+        settings = protocol_settings(assumed, kind)
+        report_seeds = settings.pop("report_seeds")
+        reported, chosen = protocol_models(assumed, kind)
+        val_cfgs = validation_configs(kind, chosen if chosen is not None else reported, **settings,
+                                      split="select" if chosen is not None else "val")
+        runs += [(transfer_run, c) for c in val_cfgs]
+        middle = float(settings["lrs"][len(settings["lrs"]) // 2])
+        best = _tag([{"curves": pd.DataFrame({"lr": [middle], "test_acc": [0.0], "classes": [1]})}
+                     for _ in val_cfgs], val_cfgs)
+        runs += [(transfer_run, c) for c in report_configs(
+            kind, reported, transfer.select_lr(best, by=SELECT_BY), report_seeds=report_seeds,
+            classes=settings["classes"], common=settings["common"])]
+    return runs
 
 
 def planned_runs(params, store=None) -> list:
     """The stored runs the notebook reads, as ``(fn, config)`` pairs, as far as they can be known
-    from the runs already in ``store``: the pre-training runs; once they are stored, every
-    protocol's validation runs; once those are stored, its report runs at the chosen learning rate
-    (``python -m zaplib compute zapping`` plans again after each stage)."""
-    main, bug = pretrain_configs(params), bug_configs(params)
-    runs = [(pretrain_run, c) for c in main + bug]
-    if store is None or not all(store.complete(PRETRAIN_EXPERIMENT, c) for c in main + bug):
+    from the runs already in ``store``: first the regime gate (pre-training, then its probes); once
+    the gate is stored, the pre-training runs (reported, selection, official bug — their precision
+    follows the gate's parity test); once they are stored, every protocol's learning-rate runs;
+    once those are stored, its report runs at the chosen learning rate (``python -m zaplib compute
+    zapping`` plans again after each stage)."""
+    gate = gate_configs(params)
+    runs = [(pretrain_run, c) for c in gate]
+    if gate:
+        if store is None or not all(store.complete(PRETRAIN_EXPERIMENT, c) for c in gate):
+            return runs
+        runs += [(transfer_run, c) for c in gate_probe_configs(params)]
+        if not gate_complete(params, store):
+            return runs
+    pre = pretrain_configs(params, store) + bug_configs(params, store) + selection_configs(params, store)
+    runs += [(pretrain_run, c) for c in pre]
+    if store is None or not all(store.complete(PRETRAIN_EXPERIMENT, c) for c in pre):
         return runs
-    # the linear probe transfers every model, the official-bug ones too; fine-tuning only the
-    # main models of finetune_methods (as the notebook does)
-    for kind, models in (("probe", main + bug), ("unfrozen", finetune_configs(params, main)),
-                         ("iid", finetune_configs(params, main))):
+    for kind in ("probe", *params.get("finetune_protocols", ["unfrozen", "iid"])):
         settings = protocol_settings(params, kind)
         report_seeds = settings.pop("report_seeds")
-        val_cfgs = validation_configs(kind, models, **settings)
+        reported, chosen = protocol_models(params, kind, store)
+        val_cfgs = validation_configs(kind, chosen if chosen is not None else reported, **settings,
+                                      split="select" if chosen is not None else "val")
         runs += [(transfer_run, c) for c in val_cfgs]
         if all(store.complete(TRANSFER_EXPERIMENT, c) for c in val_cfgs):
-            best = transfer.select_lr(_tag([store.load(TRANSFER_EXPERIMENT, c) for c in val_cfgs], val_cfgs))
+            best = transfer.select_lr(_tag([store.load(TRANSFER_EXPERIMENT, c) for c in val_cfgs], val_cfgs),
+                                      by=SELECT_BY)
             runs += [(transfer_run, c) for c in report_configs(
-                kind, models, best, report_seeds=report_seeds, classes=settings["classes"],
+                kind, reported, best, report_seeds=report_seeds, classes=settings["classes"],
                 common=settings["common"])]
     return runs
 
@@ -301,8 +575,43 @@ def image_steps(config: dict) -> float:
     return config["episodes"] * (2 * config["K"] + config["R"])
 
 
+#: Seconds per unit of work on one thread of this machine at 64 channels (measured on a quiet
+#: machine when ``long`` was planned, 2026-12-03): an i.i.d. epoch (fp32 / bf16,
+#: its validation pass included), an ASB / meta-ASB / ANML episode; a lock-step probe's fixed cost
+#: and cost per (seed × lr) probe over a 600-class trajectory; an i.i.d.-transfer epoch per class;
+#: an unfrozen sequential step. Used by ``compute --dry-run`` only until runs of the same settings
+#: are stored (then their recorded wall times are used).
+STEP_SECONDS = {"iid_fp32": 31.0, "iid_bf16": 17.0, "asb": 0.111, "meta_asb": 0.242, "anml": 0.35,
+                "probe_fixed": 6.5, "probe_each": 7.5, "iid_transfer_class_epoch": 0.065,
+                "unfrozen_image": 0.013}
+
+
+def cost_seconds(config: dict) -> float:
+    """Estimated seconds of one run on one thread (:data:`STEP_SECONDS`; convolution cost taken as
+    ∝ channels², feature dimension ∝ channels)."""
+    if "pretrain" in config:
+        scale = max(config["pretrain"]["channels"] / 64, 0.25)
+        n = len(config["seeds"]) * len(config["lrs"])
+        if config["kind"] == "probe":
+            rows = config.get("head_outputs") or config["classes"]
+            return STEP_SECONDS["probe_fixed"] + STEP_SECONDS["probe_each"] * n * scale * (
+                config["classes"] / 600) * (rows / 600)
+        if config["kind"] == "iid":
+            return STEP_SECONDS["iid_transfer_class_epoch"] * config["classes"] * config["epochs"] * n * scale ** 2
+        return STEP_SECONDS["unfrozen_image"] * config["classes"] * 15 * n * scale ** 2
+    scale = max(config["channels"] / 64, 0.25) ** 2
+    method = config["method"]
+    if method == "untrained":
+        return 1.0
+    if method == "iid":
+        return STEP_SECONDS[f"iid_{config.get('precision', 'fp32')}"] * config["epochs"] * scale
+    return STEP_SECONDS[method] * config["episodes"] * scale
+
+
 def run_kind(config: dict) -> str:
-    return f"{config['method']} ({config['channels']} ch)"
+    if "pretrain" in config:
+        return f"{config['kind']} transfer ({config['split']})"
+    return f"{config['method']} ({config['channels']} ch, {config.get('precision', 'fp32')})"
 
 
 def zap_comparison(curves: pd.DataFrame, value: str = "test_acc") -> pd.DataFrame:
@@ -536,6 +845,11 @@ CHAPTER = Chapter(
         "iid_transfer_lrs": "> 0",
         "iid_transfer_epochs": "> 0",
         "workers": "> 0",
+        "iid_checkpoints": "> 0",
+        "selection_seed": ">= -1",
+        "asb_checkpoints": "> 0",
+        "transfer_head_outputs": ">= 0",
+        "anml_train_images": "> 0",
     },
     experiments=("zapping-pretrain", "zapping-transfer"),
     name="zapping",
@@ -555,10 +869,16 @@ CHAPTER = Chapter(
         "meta_seeds": (list[int], [0, 1, 2, 3], "pre-training seeds of meta-ASB (± zap)"),
         "anml_seeds": (list[int], [0, 1], "pre-training seeds of ANML (always zaps)"),
         "iid_epochs": (int, 4, "epochs of i.i.d. pre-training"),
+        "iid_checkpoints": (list[int], [1], "i.i.d. epochs after which the trunk is also transferred (1: the 1-epoch control)"),
+        "precision": (str, "fp32", "i.i.d. pre-training precision; auto = bf16 once the gate's parity test holds",
+                      ("fp32", "bf16", "auto")),
         "zap_every": (int, 1, "i.i.d.+zap: zap the whole head every k epochs (not before the first)"),
         "asb_episodes": (int, 600, "ASB episodes (paper: 9000)"),
+        "asb_checkpoints": (list[int], [], "ASB episodes after which the trunk is also transferred (dose–response)"),
         "meta_episodes": (int, 400, "meta-ASB episodes (paper: 25000)"),
         "anml_episodes": (int, 400, "ANML episodes (paper: 25000)"),
+        "nm_pool_last": (bool, True, "ANML: pool after the neuromodulatory net's last block (official code)"),
+        "anml_train_images": (int, 15, "ANML pre-training images per class: 15 (as every other method) or 20 (official ANML code)"),
         "inner_lr": (float, 0.03, "inner-loop SGD lr of ASB / meta-ASB / ANML (paper code: 0.1 at 256 ch)"),
         "outer_lr": (float, 1e-3, "outer Adam lr"),
         "iid_lr": (float, 1e-3, "Adam lr of i.i.d. pre-training (batch 256)"),
@@ -567,7 +887,12 @@ CHAPTER = Chapter(
         "val_classes": (int, 100, "classes in a validation trajectory (<= val_pool)"),
         "eval_every": (int, 10, "record accuracy every this many classes"),
         "probe_lrs": (list[float], [1e-4 * 2 ** k for k in range(10)], "linear-probe Adam lr grid"),
-        "val_seeds": (list[int], [100, 101, 102], "transfer seeds on the validation pool"),
+        "val_seeds": (list[int], [100, 101, 102], "transfer seeds of learning-rate choice (validation pool or select split)"),
+        "selection_seed": (int, -1, "pre-training seed of each arm used only to choose transfer lrs at the reported length (-1: choose on the validation pool)"),
+        "gate_seeds": (list[int], [], "pre-training seeds of the regime gate (i.i.d. ± zap, bf16 vs fp32), apart from every other seed"),
+        "transfer_head_outputs": (int, 0, "transfer head rows: 0 = one per transfer class (ours), 1000 = official code (argmax over all)"),
+        "least_squares": (bool, True, "also fit the official least-squares (no-SGD) probe on the cached features"),
+        "finetune_protocols": (list[str], ["unfrozen", "iid"], "fine-tuning protocols run besides the linear probe"),
         "report_seeds": (list[int], [0, 1, 2, 3, 4], "transfer seeds on the report pool"),
         "finetune_methods": (list[str], ["iid", "asb"], "methods also run unfrozen and i.i.d.-transferred"),
         "finetune_pretrain_seeds": (int, 2, "how many pre-training seeds those runs use"),
@@ -589,6 +914,19 @@ CHAPTER = Chapter(
                   "unfrozen_lrs": [1e-3], "iid_transfer_lrs": [1e-3], "iid_transfer_epochs": 1,
                   "finetune_report_seeds": [0], "bug_seeds": [0]},
         "quick": {},
+        # long: the paper's protocol at CPU scale (issue 14). Cut, in the issue's order: ANML (to
+        # paper), unfrozen transfer (to paper), the longest ASB checkpoint (3,000 episodes, not 6,000).
+        "long": {"channels": 64, "nm_channels": 32, "pretrain_seeds": [0, 1, 2, 3, 4],
+                 "meta_seeds": [0, 1, 2, 3, 4], "anml_seeds": [], "selection_seed": 5,
+                 "gate_seeds": [900, 901, 902], "precision": "auto", "iid_epochs": 8,
+                 "iid_checkpoints": [1], "asb_episodes": 3000, "asb_checkpoints": [750, 1500],
+                 "meta_episodes": 1000, "transfer_classes": 600, "val_pool": 59, "val_classes": 59,
+                 "eval_every": 50, "probe_lrs": [1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3],
+                 "report_seeds": [0, 1, 2, 3, 4], "val_seeds": [103, 104, 105],
+                 "finetune_methods": ["iid"], "finetune_protocols": ["iid"],
+                 "finetune_pretrain_seeds": 5, "finetune_classes": 200,
+                 "iid_transfer_lrs": [1e-3, 3e-3, 1e-2, 3e-2], "finetune_val_seeds": [103],
+                 "finetune_report_seeds": [0, 1, 2], "bug_seeds": [0, 1, 2, 3, 4]},
         "paper": {"channels": 256, "nm_channels": 112, "pretrain_seeds": [0, 1, 2],
                   "meta_seeds": [0, 1, 2], "anml_seeds": [0, 1, 2], "iid_epochs": 10,
                   "asb_episodes": 9000, "meta_episodes": 25000, "anml_episodes": 25000,
@@ -596,7 +934,8 @@ CHAPTER = Chapter(
                   "eval_every": 50,
                   "probe_lrs": [0.055, 0.01, 0.0055, 0.001, 0.0007, 0.0004, 0.0001, 0.00007, 0.00004],
                   "report_seeds": list(range(10)), "finetune_methods": ["iid", "asb", "meta_asb"],
-                  "finetune_pretrain_seeds": 3, "finetune_classes": 600,
-                  "finetune_report_seeds": list(range(10)), "bug_seeds": [0, 1, 2]},
+                  "finetune_pretrain_seeds": 3, "finetune_classes": 600, "selection_seed": 3,
+                  "val_seeds": [100, 101, 102], "transfer_head_outputs": 1000, "anml_train_images": 20,
+                  "finetune_report_seeds": list(range(10)), "bug_seeds": [0, 1, 2, 3]},
     },
 )
