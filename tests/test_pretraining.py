@@ -167,3 +167,42 @@ def test_pretrain_iid_zap_cadence_and_official_bug(gen):
     # the official i.i.d. path draws all rows with fan-in rows × D: ~√50 ≈ 7× too small here
     assert float(model.head.weight.detach().std()) == pytest.approx(math.sqrt(2 / (50 * D)), rel=0.05)
 
+
+
+def test_iid_step_losses_cover_every_batch_and_checkpoints_precede_the_zap(gen):
+    """pretrain_iid records one loss per mini-batch (not the validation passes), and its
+    epoch_callback sees the model after e epochs and before that epoch's zap."""
+    torch.manual_seed(0)
+    model = OmniglotConvNet(channels=4, num_classes=10)
+    y = torch.arange(10).repeat(6)
+    x = torch.randint(0, 256, (60, 1, 28, 28), dtype=torch.uint8, generator=gen)
+    seen = {}
+    _, records = pretraining.pretrain_iid(
+        model, x, y, x[:10], y[:10], epochs=3, batch_size=20, lr=1e-3, zap_every=1, generator=gen,
+        epoch_callback=lambda e, net: seen.setdefault(e, net.head.weight.detach().clone()))
+    assert len(records.attrs["step_losses"]) == 3 * 3  # 60 images / 20 per batch, 3 epochs
+    assert set(seen) == {0, 1, 2}
+    # the head at the start of epoch 1 (index 1) is the trained one, not a fresh zap draw
+    assert not torch.equal(seen[1], seen[0])
+    assert float(seen[1].std()) < 2 * float(seen[0].std())
+
+
+def test_a_trunk_state_rebuilds_the_features_and_rejects_a_foreign_state():
+    config = {"method": "iid", "zap": False, "seed": 3, "channels": 4, "head_outputs": 7}
+    model = pretraining.models.build(pretraining.model_config(config))
+    trunk = pretraining.trunk_state(model)
+    assert not any(k.startswith("head.") for k in trunk)
+    rebuilt = pretraining.build_pretrained(config, trunk)
+    x = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(rebuilt.features(x), model.features(x))
+    with pytest.raises(ValueError, match="does not fit"):
+        pretraining.build_pretrained({**config, "channels": 8}, {k: v for k, v in trunk.items()
+                                                                 if not k.startswith("body.0")})
+
+
+def test_anml_pools_its_gate_input_as_the_official_code():
+    official = ANML(channels=4, nm_channels=3, num_classes=5)
+    ours = ANML(channels=4, nm_channels=3, num_classes=5, nm_pool_last=False)
+    assert official.nm[-1].in_features == 3  # 3×3 pooled to 1×1
+    assert ours.nm[-1].in_features == 3 * 9
+    assert official(torch.rand(2, 1, 28, 28)).shape == (2, 5)

@@ -112,3 +112,55 @@ def test_select_lr_uses_final_accuracy():
                       "classes": 10, "train_acc": 1, "test_acc": final}]
     best = transfer.select_lr(pd.DataFrame(rows))
     assert best.loc[0, "lr"] == 0.01 and best.loc[0, "val_acc"] == pytest.approx(0.6)
+
+
+def test_extra_head_rows_keep_the_first_rows_and_compete_in_the_argmax(gen):
+    train, test = _features(gen)
+    small = transfer.trajectory(12, 15, 6, 24, seed=4)
+    big = transfer.trajectory(12, 15, 6, 24, seed=4, head_outputs=40)
+    assert big.weight.shape == (40, 24)
+    torch.testing.assert_close(big.weight[:6], small.weight)
+    assert torch.equal(big.classes, small.classes) and torch.equal(big.image_order, small.image_order)
+    with pytest.raises(ValueError, match="at least n_classes"):
+        transfer.trajectory(12, 15, 6, 24, seed=4, head_outputs=5)
+    frame, W, b = transfer.sequential_probe(train, test, n_classes=6, seeds=[4], lrs=[1e-2],
+                                            eval_every=6, return_heads=True, head_outputs=40)
+    assert W.shape == (1, 1, 40, 24)
+    # the untrained extra rows are pushed down by the softmax: their biases only ever fall
+    assert (b[0, 0, 6:] < 0).all()
+
+
+def test_least_squares_probe_separates_separable_features_and_not_noise(gen):
+    centres = torch.eye(12, 24) * 10
+    train = centres.unsqueeze(1) + 0.1 * torch.randn(12, 15, 24, generator=gen)
+    test = centres.unsqueeze(1) + 0.1 * torch.randn(12, 5, 24, generator=gen)
+    frame = transfer.least_squares_probe(train, test, n_classes=10, seeds=[0, 1])
+    assert list(frame.columns) == ["seed", "classes", "lstsq_train_acc", "lstsq_test_acc"]
+    assert (frame.lstsq_test_acc == 1.0).all()
+    noise = torch.randn(12, 15, 24, generator=gen), torch.randn(12, 5, 24, generator=gen)
+    chance = transfer.least_squares_probe(*noise, n_classes=10, seeds=[0, 1, 2, 3])
+    assert chance.lstsq_test_acc.mean() < 0.35  # 10 classes: chance is 0.1
+
+
+def test_the_select_split_never_touches_held_out_images(monkeypatch):
+    """split="select" trains on 12 of each report class's 15 training images and scores the other 3."""
+    class Part:
+        num_classes = 10
+        x_train = torch.arange(10 * 15).repeat_interleave(1).reshape(150, 1, 1, 1)
+        y_train = torch.arange(10).repeat_interleave(15)
+        x_test = -torch.ones(50, 1, 1, 1, dtype=torch.long)
+        y_test = torch.arange(10).repeat_interleave(5)
+
+    class Split:
+        evaluation = Part()
+
+    monkeypatch.setattr(transfer, "omniglot_data", lambda seed, device: Split())
+    config = {"val_pool": 3, "split": "select"}
+    fit, score = transfer._pool(config, None)
+    assert fit.shape[:2] == (7, 12) and score.shape[:2] == (7, 3)
+    assert (fit >= 0).all() and (score >= 0).all()  # held-out images are -1 here
+    assert not set(fit.flatten().tolist()) & set(score.flatten().tolist())
+    report_train, report_test = transfer._pool({**config, "split": "report"}, None)
+    assert set(fit.flatten().tolist()) | set(score.flatten().tolist()) == set(report_train.flatten().tolist())
+    with pytest.raises(ValueError, match="unknown split"):
+        transfer._pool({**config, "split": "test"}, None)

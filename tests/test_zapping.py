@@ -14,26 +14,38 @@ from zaplib.store import code_version
 
 
 def _curves(conditions, pretrain_seeds=(0, 1, 2), seeds=(0, 1, 2, 3), effect=None):
-    """Synthetic transfer curves: two records per run (the last one is the final accuracy)."""
+    """Synthetic transfer curves: two records per run (the last one is the final accuracy).
+    A condition is (method, zap, fan_in) or (method, zap, fan_in, at) for a checkpoint."""
     effect = effect or {}
     rows = []
-    for (method, zap, fan_in), p, s in itertools.product(conditions, pretrain_seeds, seeds):
-        final = 0.3 + effect.get((method, zap, fan_in), 0.0) + 0.01 * p + 0.001 * s
+    for cond, p, s in itertools.product(conditions, pretrain_seeds, seeds):
+        method, zap, fan_in = cond[:3]
+        at = cond[3] if len(cond) > 3 else 0
+        final = 0.3 + effect.get(cond, 0.0) + 0.01 * p + 0.001 * s
         for classes, acc in ((5, 0.9), (10, final)):
             rows.append({"method": method, "zap": zap, "fan_in": fan_in, "pretrain_seed": p, "seed": s,
-                         "lr": 1e-3, "classes": classes, "train_acc": 1.0, "test_acc": acc})
+                         "at": at, "lr": 1e-3, "classes": classes, "train_acc": 1.0, "test_acc": acc})
     return pd.DataFrame(rows)
 
 
 def _pretrained(conditions, pretrain_seeds=(0, 1, 2)):
+    finals = sorted({c[:3] for c in conditions})
     return pd.DataFrame([{"method": m, "zap": z, "fan_in": f, "seed": p,
                           "condition": zapping.label(m, z, f), "pretrain_val_acc": 0.1 + 0.02 * p + 0.1 * z}
-                         for (m, z, f), p in itertools.product(conditions, pretrain_seeds)])
+                         for (m, z, f), p in itertools.product(finals, pretrain_seeds)])
 
 
 def _all_conditions(params):
-    configs = zapping.pretrain_configs(params) + zapping.bug_configs(params)
-    return sorted({(c["method"], c["zap"], c.get("zap_fan_in", "row")) for c in configs})
+    """(method, zap, fan_in, at) of every model the probe transfers (checkpoints included)."""
+    specs = zapping.specs_of(zapping.pretrain_configs(params) + zapping.bug_configs(params))
+    return sorted({(s["pretrain"]["method"], s["pretrain"]["zap"], s["pretrain"].get("zap_fan_in", "row"),
+                    s.get("at", zapping.units_of(s["pretrain"]))) for s in specs})
+
+
+def _lstsq(conditions, pretrain_seeds=(0, 1, 2), seeds=(0, 1)):
+    return pd.DataFrame([{"method": m, "zap": z, "fan_in": f, "at": a, "pretrain_seed": p, "seed": s,
+                          "classes": 10, "lstsq_train_acc": 1.0, "lstsq_test_acc": 0.2 + 0.1 * z}
+                         for (m, z, f, a), p, s in itertools.product(conditions, pretrain_seeds, seeds)])
 
 
 # ----------------------------------------------------------------------------- the declaration
@@ -41,7 +53,7 @@ def test_claims_are_a_valid_family():
     ids = [c.id for c in zapping.CLAIMS]
     assert len(ids) == len(set(ids))
     primary = [c.id for c in zapping.CLAIMS if c.primary]
-    assert primary == ["zap_iid", "zap_asb", "zap_meta_asb", "iid_zap_vs_meta_asb", "meta_asb_matches_anml"]
+    assert primary == ["zap_iid", "zap_iid_beats_one_epoch", "zap_asb", "zap_meta_asb", "iid_zap_vs_meta_asb"]
     assert len(primary) <= report.MAX_PRIMARY
     for claim in zapping.CLAIMS:
         for need in claim.requires:
@@ -51,31 +63,64 @@ def test_claims_are_a_valid_family():
 
 
 def test_claims_follow_the_design():
-    # the pre-trained model is the unit, crossed with the transfer seeds; methods are different models
+    # the pre-trained model is the unit, crossed with the transfer seeds; methods are different models,
+    # except a model and its own checkpoint (paired by seed) and the per-seed zap gain
     for claim in zapping.CLAIMS:
+        if claim.id == "zap_asb_gain_grows":  # its frame holds one gain per seed already
+            assert claim.paired and claim.shared is None
+            continue
         assert claim.shared == "seed"
-        assert not claim.paired
+        assert claim.paired == (claim.id == "zap_iid_beats_one_epoch")
         assert claim.unit == ("model" if claim.kind == "correlation" else "pretrain_seed")
     no_effect = {c.id: c.margin for c in zapping.CLAIMS if c.no_effect}
     assert no_effect == {"meta_asb_matches_anml": 0.03, "pretrain_acc_does_not_predict_transfer": 0.5}
 
 
 def test_every_claim_names_conditions_and_metrics_the_chapter_produces():
-    params = resolve_params("zapping", profile="paper")  # every fine-tuning method is run there
+    # paper runs every fine-tuning method; the ASB checkpoint gives the dose-response its two lengths
+    params = resolve_params("zapping", {"asb_checkpoints": [3000]}, profile="paper")
     conditions = _all_conditions(params)
-    labels = {zapping.label(*c) for c in conditions}
-    finetuned = [c for c in conditions if c[0] in params["finetune_methods"] and c[2] == "row"]
+    assert ("iid", False, "row", 1) in conditions and ("asb", True, "row", 3000) in conditions
+    finetuned = [c for c in conditions if c[0] in params["finetune_methods"] and c[2] == "row"
+                 and c[3] == zapping.full_units(params, c[0])]
     frames = zapping.claim_frames(_pretrained(conditions), _curves(conditions), _curves(finetuned),
-                                  _curves(finetuned))
+                                  _curves(finetuned), params=params, lstsq=_lstsq(conditions))
     assert set(frames) == {c.id for c in zapping.CLAIMS}
     for claim in zapping.CLAIMS:
         frame = frames[claim.id]
         if claim.kind == "correlation":
             assert {claim.unit, claim.shared, claim.x, claim.y} <= set(frame.columns)
+            assert not frame.condition.str.contains("episodes|epoch\\)").any()  # no checkpoints
             continue
-        assert {claim.a, claim.b} <= labels
         assert {claim.a, claim.b} <= set(frame[claim.condition])
-        assert {claim.unit, claim.shared, claim.metric} <= set(frame.columns)
+        assert {claim.unit, claim.metric} <= set(frame.columns)
+        if claim.shared:
+            assert claim.shared in frame.columns
+
+
+def test_a_checkpoint_is_its_own_condition_and_pairs_with_its_run():
+    params = resolve_params("zapping", profile="quick")
+    conditions = [("iid", False, "row", 1), ("iid", False, "row", 4), ("iid", True, "row", 4)]
+    curves = _curves(conditions, effect={("iid", True, "row", 4): 0.05, ("iid", False, "row", 1): 0.02})
+    frames = zapping.claim_frames(_pretrained(conditions), curves, params=params)
+    frame = frames["zap_iid_beats_one_epoch"]
+    assert set(frame.condition) == {"i.i.d.", "i.i.d. (1 epoch)", "i.i.d.+zap"}
+    result = report.evaluate(next(c for c in zapping.CLAIMS if c.id == "zap_iid_beats_one_epoch"), frame)
+    assert result.test.startswith("paired")
+    assert result.estimate == pytest.approx(0.03)
+    # without params a checkpoint would be mistaken for the final model: zap_iid must not mix them
+    assert frames["zap_iid"].query("condition == 'i.i.d.'").shape[0] == 3 * 4
+
+
+def test_the_dose_response_frame_holds_one_gain_per_seed_and_length():
+    params = resolve_params("zapping", {"asb_checkpoints": [150, 300]}, profile="quick")
+    conditions = [("asb", z, "row", a) for z in (False, True) for a in (150, 300, 600)]
+    effect = {("asb", True, "row", 150): 0.01, ("asb", True, "row", 600): 0.06}
+    frame = zapping.claim_frames(_pretrained(conditions), _curves(conditions, effect=effect),
+                                 params=params)["zap_asb_gain_grows"]
+    assert sorted(frame.condition.unique()) == ["full run", "shortest checkpoint"]
+    assert frame.groupby("condition").zap_gain.mean().to_dict() == pytest.approx(
+        {"full run": 0.06, "shortest checkpoint": 0.01})
 
 
 def test_a_claim_counts_models_not_trajectories():
@@ -101,7 +146,8 @@ def test_unrun_protocols_make_their_claims_not_testable():
     conditions = [("iid", False, "row"), ("iid", True, "row")]
     frames = zapping.claim_frames(_pretrained(conditions), _curves(conditions))
     assert frames["zap_unfrozen_iid"] is None
-    assert report.evaluate(zapping.CLAIMS[5], frames["zap_unfrozen_iid"]).stage == "not testable"
+    claim = next(c for c in zapping.CLAIMS if c.id == "zap_unfrozen_iid")
+    assert report.evaluate(claim, frames["zap_unfrozen_iid"]).stage == "not testable"
 
 
 # ----------------------------------------------------------------------------- preconditions
@@ -114,6 +160,38 @@ def test_preconditions_gate_the_episodic_claims_below_one_visit_per_class():
     assert all(p.holds for p in checks["zap_iid"])
     assert checks["pretrain_acc_does_not_predict_transfer"] == []
     assert all(p.holds for ps in zapping.preconditions(paper).values() for p in ps)
+
+
+def test_the_relearning_precondition_reads_the_end_of_each_zapped_epoch():
+    # epoch 1 unzapped; epoch 2 zapped and relearned to 2.0; epoch 3 zapped, stuck at 6.9
+    steps = pd.DataFrame({"epoch": np.repeat([1, 2, 3], 20), "step": np.arange(1, 61),
+                          "loss": np.r_[np.full(20, 5.0), np.linspace(7, 2.0, 10), np.full(10, 2.0),
+                                        np.full(20, 6.9)],
+                          "zapped": np.repeat([False, True, True], 20)})
+    per_epoch = zapping.relearn_losses(steps)
+    assert per_epoch.to_dict() == pytest.approx({2: 2.0, 3: 6.9})
+
+    class Run(dict):
+        config = {"method": "iid", "zap": True}
+    loss = zapping.relearn_loss([Run(step_losses=steps)])
+    assert loss == pytest.approx(6.9)  # the worst zapped epoch
+    checks = zapping.preconditions(resolve_params("zapping", profile="quick"), pretrained_runs=[Run(step_losses=steps)])
+    relearn = [p for p in checks["zap_iid"] if "whole-head zap" in p.name]
+    assert len(relearn) == 1 and not relearn[0].holds
+    assert checks["zap_asb"] == [p for p in checks["zap_asb"] if "zap" not in p.name]
+
+
+def test_the_asb_precondition_compares_least_squares_with_random_features():
+    params = resolve_params("zapping", profile="quick")
+    rows = _lstsq([("asb", False, "row", 600), ("asb", True, "row", 600), ("untrained", False, "row", 0)])
+    rows.loc[rows.method == "untrained", "lstsq_test_acc"] = 0.19
+    margin = zapping.asb_lstsq_margin(rows, params)
+    assert margin == pytest.approx(0.25 - 0.19)
+    checks = zapping.preconditions(params, lstsq=rows)
+    assert [p.holds for p in checks["zap_asb"] if "least-squares" in p.name] == [True]
+    rows.loc[rows.method == "untrained", "lstsq_test_acc"] = 0.24
+    checks = zapping.preconditions(params, lstsq=rows)
+    assert [p.holds for p in checks["zap_asb"] if "least-squares" in p.name] == [False]
 
 
 def test_iid_zaps_count_epoch_starts_after_the_first():

@@ -488,7 +488,10 @@ def build_pretrained(config: dict, state: dict, device=None) -> nn.Module:
     initialisation: every transfer protocol replaces it anyway."""
     model = models.build(model_config(config))
     strict = any(k.startswith("head.") for k in state)
-    missing, unexpected = model.load_state_dict(state, strict=strict)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:  # shapes differ: a state of another model
+        raise ValueError(f"state does not fit the model of {config!r}: {exc}") from None
     if unexpected or any(not k.startswith("head.") for k in missing):
         raise ValueError(f"state does not fit the model of {config!r}: missing {missing}, "
                          f"unexpected {unexpected}")
