@@ -164,3 +164,14 @@ def test_the_select_split_never_touches_held_out_images(monkeypatch):
     assert set(fit.flatten().tolist()) | set(score.flatten().tolist()) == set(report_train.flatten().tolist())
     with pytest.raises(ValueError, match="unknown split"):
         transfer._pool({**config, "split": "test"}, None)
+
+
+def test_probe_groups_cover_every_probe_once_and_respect_the_cache_budget():
+    seeds, lrs = [0, 1, 2], [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+    for budget_probes in (1, 2, 3, 7, 100):
+        groups = transfer.probe_groups(seeds, lrs, head_rows=10, feature_dim=10,
+                                       cache_bytes=16 * 100 * budget_probes)
+        probes = [(s, lr) for g_seeds, g_lrs in groups for s in g_seeds for lr in g_lrs]
+        assert sorted(probes) == sorted((s, lr) for s in seeds for lr in lrs)
+        assert all(len(g[0]) * len(g[1]) <= max(budget_probes, 1) for g in groups)
+    assert len(transfer.probe_groups(seeds, lrs, 10, 10, cache_bytes=10**9)) == 1  # all in lock-step

@@ -70,6 +70,10 @@ class Chapter:
     #: parameter name -> the interval its numbers must lie in (:class:`Param` ``bounds``), given here
     #: in one place rather than in every parameter's tuple
     bounds: dict[str, str] = field(default_factory=dict, compare=False)
+    #: the profile the book publishes when not the default (``long`` where it exists, else ``quick``):
+    #: a chapter whose ``long`` runs are still being computed (in resumable chunks, over sessions)
+    #: names ``quick`` here until they are all stored
+    published: str | None = None
 
     def __post_init__(self):
         # Plain tuples are accepted for brevity: (type, default, help[, choices[, bounds]]).
@@ -87,6 +91,8 @@ class Chapter:
         object.__setattr__(self, "params", params)
         if "profile" in self.params:
             raise ValueError(f"chapter {self.name!r}: 'profile' is implicit, do not declare it")
+        if self.published is not None and self.published not in self.profiles:
+            raise ValueError(f"chapter {self.name!r} publishes profile {self.published!r}, which it lacks")
         missing = [p for p in REQUIRED_PROFILES if p not in self.profiles]
         if missing:
             raise ValueError(f"chapter {self.name!r} lacks the profiles {missing}")
@@ -110,7 +116,10 @@ _registry: dict[str, Chapter] | None = None
 
 
 def published_profile(chapter: Chapter) -> str:
-    """The profile the book publishes for ``chapter``: ``long`` once the chapter has one, else ``quick``."""
+    """The profile the book publishes for ``chapter``: its :attr:`Chapter.published` if set, else
+    ``long`` once the chapter has one, else ``quick``."""
+    if chapter.published is not None:
+        return chapter.published
     return "long" if "long" in chapter.profiles else DEFAULT_PROFILE
 
 

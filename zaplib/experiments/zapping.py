@@ -43,12 +43,18 @@ def pretrain_run(config: dict) -> dict:
     return pretraining.pretrain(config)
 
 
-def load_pretrained(config: dict, store: Store | None = None, device=None, at: int | None = None) -> nn.Module:
+def load_pretrained(config: dict, store: Store | None = None, device=None, at: int | None = None,
+                    with_head: bool = False) -> nn.Module:
     """The pre-trained model of ``config`` from the results store (computed and stored first if
     missing), on ``device``; ``at`` names one of the run's ``checkpoints`` (epochs or episodes).
-    Transfer needs only the trunk (committed); the whole state (git-ignored) is used when present."""
+    Transfer needs only the trunk (committed; the head is left at its initialisation, since every
+    protocol replaces it); ``with_head`` needs the whole state (git-ignored, recomputed if missing)."""
     store = store if store is not None else Store()
     run = store.run(PRETRAIN_EXPERIMENT, config, pretrain_run)
+    if with_head:
+        if "state" not in run:
+            run = store.run(PRETRAIN_EXPERIMENT, config, pretrain_run, force=True)
+        return pretraining.build_pretrained(run.config, run["state"], device)
     if at is not None:
         if "checkpoint_trunks" not in run or str(int(at)) not in run["checkpoint_trunks"]:
             raise ValueError(f"pre-training run {run.path.name[:8]} has no checkpoint at {at}")
@@ -966,6 +972,8 @@ CHAPTER = Chapter(
     },
     experiments=("zapping-pretrain", "zapping-transfer"),
     name="zapping",
+    # published at quick while the long runs are computed in chunks (issue 14); long once all stored
+    published="quick",
     title="Reset it and forget it: zapping, ASB and meta-ASB",
     notebook="book/zapping.ipynb",
     description=(
@@ -987,7 +995,7 @@ CHAPTER = Chapter(
                       ("fp32", "bf16", "auto")),
         "zap_every": (int, 1, "i.i.d.+zap: zap the whole head every k epochs (not before the first)"),
         "asb_episodes": (int, 600, "ASB episodes (paper: 9000)"),
-        "asb_checkpoints": (list[int], [], "ASB episodes after which the trunk is also transferred (dose–response)"),
+        "asb_checkpoints": (list[int], [150, 300], "ASB episodes after which the trunk is also transferred (dose–response)"),
         "meta_episodes": (int, 400, "meta-ASB episodes (paper: 25000)"),
         "anml_episodes": (int, 400, "ANML episodes (paper: 25000)"),
         "nm_pool_last": (bool, True, "ANML: pool after the neuromodulatory net's last block (official code)"),
