@@ -155,3 +155,14 @@ def test_stamp_writes_the_provenance_in_the_corner():
     fig = plt.figure()
     text = plots.stamp(fig, "profile quick; seeds 0, 1, 2")
     assert text.get_text() == "profile quick; seeds 0, 1, 2" and text.get_position() == (0.995, 0.005)
+
+
+def test_pretraining_schematic_draws_on_the_given_axes_and_marks_the_meta_gradient():
+    fig, ax = plt.subplots()
+    out = plots.pretraining_schematic(ax=ax)
+    assert out is ax
+    texts = [t.get_text() for t in ax.texts]
+    assert {"i.i.d.", "ASB", "meta-ASB"} <= set(texts)
+    assert any("second order" in t for t in texts)  # only meta-ASB's gradient flows back to θ0
+    assert sum("discarded" in t for t in texts) == 1
+    plt.close(fig)

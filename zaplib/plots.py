@@ -249,3 +249,65 @@ def heatmap(frame: pd.DataFrame, index: str, columns: str, values: str, ax=None,
 
 __all__ = ["BOOK_RC", "MAX_UNITS_DRAWN", "style", "stamp", "unit_means", "interval_table", "curves",
            "swarm_violin", "bars", "reliability", "heatmap"]
+
+
+def pretraining_schematic(ax=None, K: int = 4):
+    """The three pre-training schemes of Frati et al. (2023) side by side, as one diagram: what a
+    step sees and where its gradient goes.
+
+    * i.i.d. (Alg. 3 style pre-training): every step a shuffled batch of all classes; one Adam step.
+    * ASB (Alg. 1, line 17): ``K`` single-image SGD steps on one class, θ_0 → θ_K, then one Adam step
+      on the ``K`` + remember images *at θ_K*, kept.
+    * meta-ASB (Alg. 1, line 15): the same episode, but the outer loss at θ_K is differentiated with
+      respect to θ_0 through all ``K`` inner steps (dashed arrow), the step is applied to θ_0 and the
+      inner weights are thrown away.
+
+    A zap (red) re-draws the head row of the episode's class before the inner loop (ASB, meta-ASB),
+    or the whole head at the start of an epoch (i.i.d.)."""
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    ax = _axes(ax, (10, 3.6))
+    ax.set_xlim(0, 30)
+    ax.set_ylim(0, 10)
+    ax.axis("off")
+
+    def box(x, y, w, h, text, color="0.92", edge="0.3", size=7.5):
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.15", fc=color, ec=edge, lw=0.8))
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=size)
+
+    def arrow(x0, y0, x1, y1, color="0.2", style="-|>", ls="-", rad=0.0):
+        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle=style, mutation_scale=9, color=color,
+                                     lw=1.0, ls=ls, connectionstyle=f"arc3,rad={rad}"))
+
+    titles = ("i.i.d.", "ASB", "meta-ASB")
+    for k, title in enumerate(titles):
+        ax.text(1 + 10 * k, 9.4, title, fontsize=10, fontweight="bold")
+    # i.i.d.: batches of every class, one Adam step each; zap the whole head at epoch starts
+    box(1, 6.2, 7.5, 1.6, "batch: 256 images\nof all 964 classes", "#dbe9f6")
+    box(1, 3.4, 7.5, 1.6, "θ ← Adam(θ, ∇L_batch(θ))")
+    arrow(4.75, 6.1, 4.75, 5.1)
+    box(1, 0.6, 7.5, 1.6, "zap: whole head re-drawn\nat the start of each epoch", "#f6d5d5", "C3")
+    # ASB and meta-ASB: K single-image steps on one class, then the outer step
+    for k, meta in ((1, False), (2, True)):
+        x0 = 10 * k + 0.5
+        box(x0, 8.0, 3.0, 0.9, "zap row c", "#f6d5d5", "C3", 7)
+        xs = [x0 + 0.1 + i * (7.9 / K) for i in range(K + 1)]
+        for i, x in enumerate(xs):
+            ax.add_patch(plt.Circle((x + 0.3, 6.0), 0.45, fc="white", ec="0.3", lw=0.8))
+            ax.text(x + 0.3, 6.0, f"θ{i if i < K else 'K'}", ha="center", va="center", fontsize=7)
+            if i < K:
+                arrow(x + 0.8, 6.0, xs[i + 1] - 0.2, 6.0)
+                ax.text(x + 1.3, 6.5, "SGD", fontsize=5.5, ha="center", color="0.35")
+        ax.text(x0 + 5.9, 8.45, f"{K} single images of class c\n(official: 20)", ha="center", va="center",
+                fontsize=6.5, color="0.3")
+        box(x0, 2.6, 8.5, 1.3, "outer batch: the inner images\n+ 64 'remember' images of all classes",
+            "#dbe9f6", size=6.5)
+        if meta:
+            arrow(xs[-1] + 0.3, 5.5, xs[0] + 0.3, 5.5, color="C3", ls="--", rad=-0.25)
+            ax.text(x0 + 4.25, 4.25, "∇ w.r.t. θ0 through all inner steps (second order)", ha="center",
+                    fontsize=6.5, color="C3")
+            box(x0, 0.6, 8.5, 1.4, "θ0 ← Adam(θ0, ∇θ0 L_outer(θK))\nθ1 … θK discarded", size=7)
+        else:
+            box(x0, 0.6, 8.5, 1.4, "θK ← Adam(θK, ∇θK L_outer(θK))\nkept for the next episode", size=7)
+        arrow(x0 + 4.25, 2.5, x0 + 4.25, 2.1)
+    return ax
