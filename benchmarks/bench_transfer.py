@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -98,6 +99,36 @@ def bench_case(name, D, N, T, L, lock_steps, ref_steps, bandwidth=None):
     }
 
 
+#: Grouping (``zaplib.transfer.probe_groups``): the long profile's probe runs, all (seed, lr) probes in
+#: one lock-step against groups whose state fits the cache budget. (name, D, N, T, L, steps timed)
+GROUPING_CASES = [
+    ("long report run (64 ch, 600 classes, 5 seeds x 1 lr)", 576, 600, 5, 1, 600),
+    ("long choice run (64 ch, 600 classes, 3 seeds x 5 lrs)", 576, 600, 3, 5, 600),
+]
+
+
+def bench_grouping(name, D, N, T, L, steps):
+    """ms per probe-step of all probes in one lock-step vs in cache-sized groups (same probes)."""
+    train, test = _features(D, N, 15), _features(D, N, 5, seed=1)
+    seeds, lrs = list(range(T)), [10 ** (-4 + 3 * i / max(L - 1, 1)) for i in range(L)]
+
+    def timed(groups):
+        tic = time.perf_counter()
+        for g_seeds, g_lrs in groups:
+            transfer.sequential_probe(train, test, n_classes=N, seeds=g_seeds, lrs=g_lrs,
+                                      eval_every=10 ** 9, max_steps=steps)
+        return 1e3 * (time.perf_counter() - tic) / (steps * T * L)
+
+    timed([(seeds[:1], lrs[:1])])  # warm-up
+    groups = transfer.probe_groups(seeds, lrs, N, D)
+    lock, grouped = timed([(seeds, lrs)]), timed(groups)
+    return {"case": name, "D": D, "classes": N, "probes": T * L, "groups": len(groups),
+            "state_mb_per_probe": round(16 * N * D / 2**20, 2),
+            "lockstep_ms_per_probe_step": round(lock, 4), "grouped_ms_per_probe_step": round(grouped, 4),
+            "lockstep_probe_steps_per_s": round(1e3 / lock), "grouped_probe_steps_per_s": round(1e3 / grouped),
+            "speedup": round(lock / grouped, 2)}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -117,11 +148,17 @@ def main(argv=None):
     for r in rows:
         print(f"{r['case']}: W, m, v of all probes {r['probe_state_mb']:.0f} MB; if streamed from memory, "
               f"exact Adam needs ≥ {r['memory_floor_s']:.0f} s")
+    grouping = [bench_grouping(*case) for case in GROUPING_CASES]
+    for r in grouping:
+        print(f"{r['case']}: lock-step {r['lockstep_probe_steps_per_s']} probe-steps/s, "
+              f"{r['groups']} cache-sized groups {r['grouped_probe_steps_per_s']} probe-steps/s ({r['speedup']}x)")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"threads": args.threads, "torch": torch.__version__,
-                               "copy_bandwidth_gb_s": round(bandwidth, 2),
-                               "machine": platform.machine(), "cases": rows}, indent=1) + "\n")
+                               "copy_bandwidth_gb_s": round(bandwidth, 2), "load_average_1min": load,
+                               "machine": platform.machine(), "cases": rows, "grouping": grouping},
+                              indent=1) + "\n")
     print(f"wrote {out}")
 
 
