@@ -94,3 +94,17 @@ def test_every_paper_chapter_plans_its_runs_and_prices_them(tmp_path, name):
         costs = [module.image_steps(run.config) for run in missing]
         assert all(c >= 0 for c in costs) and sum(costs) > 0
         assert len(zc.dry_run_kinds(module, missing)) >= 1
+
+
+def test_a_staged_chapter_prices_its_whole_profile_before_the_first_stage_is_stored(tmp_path):
+    """zapping plans stage by stage (gate, pre-training, lr choice, report); its dry run also prices
+    every stage at once from full_plan, with placeholder learning rates."""
+    out = io.StringIO()
+    params = {"gate_seeds": "900", "selection_seed": "5", "precision": "auto"}
+    zc.compute("zapping", params, "smoke", dry_run=True, store=Store(tmp_path), out=out)
+    text = out.getvalue()
+    assert "whole profile" in text and "probe transfer (report)" in text
+    from zaplib.experiments import zapping
+    whole = zapping.full_plan(resolve_params("zapping", params, "smoke"))
+    staged = zapping.planned_runs(resolve_params("zapping", params, "smoke"), Store(tmp_path))
+    assert len(staged) == 3 < len(whole)  # only the gate's pre-training is plannable yet

@@ -383,6 +383,11 @@ def test_the_book_publishes_long_where_a_chapter_has_it_and_quick_elsewhere():
     assert resolve_params(with_long)["profile"] == "long"       # `run` without --profile publishes
     with pytest.raises(ValueError, match="unknown profile 'huge'"):
         Chapter("b", "b.ipynb", TINY.params, {**TINY.profiles, "huge": {}})
+    # a chapter whose long runs are still being computed publishes what it names
+    computing = Chapter("c", "c.ipynb", TINY.params, {**TINY.profiles, "long": {"n": 7}}, published="quick")
+    assert published_profile(computing) == "quick" and resolve_params(computing)["profile"] == "quick"
+    with pytest.raises(ValueError, match="publishes profile 'long', which it lacks"):
+        Chapter("d", "d.ipynb", TINY.params, TINY.profiles, published="long")
 
 
 def test_the_injected_parameters_cell_is_hidden_like_the_parameters_cell():
