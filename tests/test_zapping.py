@@ -244,3 +244,80 @@ def test_labels():
     frame = zapping.with_condition(pd.DataFrame({"method": ["asb", "iid"], "zap": [False, True]}))
     assert frame.condition.tolist() == ["ASB", "i.i.d.+zap"]
     assert np.array_equal(list(zapping.CONDITIONS.values())[:3], ["untrained", "i.i.d.", "i.i.d.+zap"])
+
+
+# ----------------------------------------------------------------------------- long-profile plumbing
+def test_long_chooses_lrs_on_a_selection_model_at_the_reported_length_never_on_test_images():
+    params = resolve_params("zapping", profile="long")
+    reported, chosen = zapping.protocol_models(params, "probe")
+    assert {s["pretrain"]["seed"] for s in chosen} == {params["selection_seed"]}
+    assert params["selection_seed"] not in {s["pretrain"]["seed"] for s in reported}
+    settings = zapping.protocol_settings(params, "probe")
+    settings.pop("report_seeds")
+    cfgs = zapping.validation_configs("probe", chosen, **settings, split="select")
+    assert {c["split"] for c in cfgs} == {"select"}
+    assert {c["classes"] for c in cfgs} == {params["transfer_classes"]}  # the reported length
+    assert not set(params["val_seeds"]) & set(params["report_seeds"])
+    # every reported configuration (checkpoints included) has a selection model to take its lr from
+    key = lambda s: (s["pretrain"]["method"], s["pretrain"]["zap"], s["pretrain"].get("zap_fan_in", "row"),  # noqa: E731
+                     s.get("at", zapping.units_of(s["pretrain"])))
+    assert {key(s) for s in reported} <= {key(s) for s in chosen}
+
+
+def test_long_gate_seeds_are_apart_and_auto_precision_waits_for_the_gate(tmp_path):
+    from zaplib.store import Store
+
+    params = resolve_params("zapping", profile="long")
+    others = set(params["pretrain_seeds"]) | set(params["meta_seeds"]) | set(params["bug_seeds"]) | {params["selection_seed"]}
+    assert not set(params["gate_seeds"]) & others
+    empty = Store(tmp_path)
+    assert zapping.iid_precision(params, empty) == "fp32"  # gate not computed: no bf16
+    assert zapping.iid_precision({**params, "precision": "bf16"}, empty) == "bf16"
+    # before the gate is stored only the gate is planned, so no reported run can precede it
+    planned = zapping.planned_runs(params, empty)
+    assert [c["seed"] for _, c in planned] == [s for s in params["gate_seeds"] for _ in range(3)]
+
+
+def test_the_one_epoch_control_is_a_checkpoint_of_the_unzapped_run_only():
+    params = resolve_params("zapping", profile="long")
+    specs = zapping.specs_of(zapping.pretrain_configs(params) + zapping.bug_configs(params))
+    ats = {(s["pretrain"]["method"], s["pretrain"]["zap"], s["pretrain"].get("zap_fan_in", "row"), s.get("at"))
+           for s in specs}
+    assert ("iid", False, "row", 1) in ats
+    assert ("iid", True, "row", 1) not in ats and ("iid", True, "official_bug", 1) not in ats
+    assert {a for m, _, _, a in ats if m == "asb"} == {None, 750, 1500}
+    # the zap claims compare final models only: a checkpoint never carries the final label
+    assert zapping.label("iid", False, at=1) == "i.i.d. (1 epoch)" != zapping.label("iid", False)
+
+
+def _gate_store(tmp_path, zap_gain, bf16_shift):
+    """A store holding made-up gate runs: transfer accuracy 0.20 (+ zap_gain for i.i.d.+zap, +
+    bf16_shift for bf16 i.i.d.) at lr 1e-3 and 0.05 at every other lr, per gate seed."""
+    from zaplib.store import Store
+
+    store = Store(tmp_path)
+    params = resolve_params("zapping", {"gate_seeds": [900, 901, 902], "probe_lrs": [1e-4, 1e-3, 1e-2]}, "smoke")
+    for c in zapping.gate_configs(params):
+        store.save(zapping.PRETRAIN_EXPERIMENT, c, {"pretrain_val_acc": 0.5})
+    for k, c in enumerate(zapping.gate_probe_configs(params)):
+        pre = c["pretrain"]
+        acc = 0.20 + (zap_gain[pre["seed"] - 900] if pre["zap"] else 0.0) + (
+            bf16_shift + 0.001 * (pre["seed"] - 900) if pre.get("precision") == "bf16" and not pre["zap"] else 0.0)
+        rows = [{"seed": s, "lr": lr, "classes": c["classes"], "train_acc": 1.0,
+                 "test_acc": acc if lr == 1e-3 else 0.05} for s in c["seeds"] for lr in c["lrs"]]
+        store.save(zapping.TRANSFER_EXPERIMENT, c, {"curves": pd.DataFrame(rows)})
+    return params, store
+
+
+def test_the_gate_passes_only_when_zapping_helps_on_every_seed_and_bf16_matches_fp32(tmp_path):
+    params, store = _gate_store(tmp_path / "a", zap_gain=[0.03, 0.05, 0.04], bf16_shift=0.0)
+    assert zapping.gate_complete(params, store)
+    gate = zapping.gate_summary(params, store)
+    assert gate["regime_holds"] and gate["parity_holds"]
+    assert gate["zap_gain"].to_numpy() == pytest.approx([0.03, 0.049, 0.038])  # against bf16 i.i.d.
+    assert set(gate["best_lr"]) == {1e-3}
+    assert zapping.iid_precision({**params, "precision": "auto"}, store) == "bf16"
+    params, store = _gate_store(tmp_path / "b", zap_gain=[0.03, -0.01, 0.04], bf16_shift=0.05)
+    gate = zapping.gate_summary(params, store)
+    assert not gate["regime_holds"] and not gate["parity_holds"]  # bf16 5 points off: beyond ±2
+    assert zapping.iid_precision({**params, "precision": "auto"}, store) == "fp32"
