@@ -1021,7 +1021,7 @@ CHAPTER = Chapter(
         "finetune_pretrain_seeds": (int, 2, "how many pre-training seeds those runs use"),
         "finetune_classes": (int, 50, "classes of the unfrozen and i.i.d. transfer runs"),
         "unfrozen_lrs": (list[float], [3e-4, 1e-3, 3e-3], "Adam lr grid, unfrozen sequential transfer"),
-        "iid_transfer_lrs": (list[float], [1e-3, 3e-3, 1e-2], "Adam lr grid, i.i.d. transfer"),
+        "iid_transfer_lrs": (list[float], [1e-3, 3e-3, 1e-2, 3e-2], "Adam lr grid, i.i.d. transfer (wide enough that the chosen lr is interior)"),
         "iid_transfer_epochs": (int, 5, "epochs of i.i.d. transfer (paper: 5)"),
         "finetune_val_seeds": (list[int], [100], "transfer seeds on the validation pool (fine-tuning)"),
         "finetune_report_seeds": (list[int], [0, 1], "transfer seeds on the report pool (fine-tuning)"),
