@@ -607,3 +607,65 @@ def test_apply_reinit_all_gives_the_fresh_network():
     n = resets.apply("reinit_all", model, torch.Generator().manual_seed(9))
     assert n == sum(p.numel() for p in model.parameters())
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), fresh.parameters()))
+
+
+# ---------------------------------------------------------------------------------------------
+# collapsed (dead) units: the unit-level view of mutually frozen weights
+# ---------------------------------------------------------------------------------------------
+def test_collapsed_units_are_units_with_every_incoming_weight_and_the_bias_frozen():
+    model = hand_mlp()  # 6 → 5 → 4 → 3, everything 0.5
+    with torch.no_grad():
+        model.body[1].weight[2, :] = 0.0   # unit 2 of layer 1: incoming all frozen ...
+        model.body[1].bias[2] = 0.0        # ... and its bias too: collapsed
+        model.body[1].weight[4, :] = 0.0   # unit 4: incoming frozen but bias 0.5 (outputs 0.5): alive
+        model.body[3].weight[0, :] = 0.0   # unit 0 of layer 2: collapsed (bias set below)
+        model.body[3].bias[0] = -1.0
+    masks, table = resets.collapsed_units(model, eps=0.1)
+    t = table.set_index("layer")
+    assert list(t.index) == ["body.1", "body.3"]  # hidden layers only: the head's units are outputs
+    assert t.loc["body.1", "collapsed_units"] == 1 and t.loc["body.1", "units"] == 5
+    assert t.loc["body.3", "collapsed_units"] == 1
+    assert t.loc["body.1", "weights"] == 6 + 1 + 4  # incoming row, bias, outgoing column
+    assert torch.equal(masks["body.1.weight"].all(dim=1), torch.tensor([False, False, True, False, False]))
+    assert torch.equal(masks["body.1.bias"], torch.tensor([False, False, True, False, False]))
+    want3 = torch.zeros(4, 5, dtype=torch.bool)
+    want3[:, 2] = True      # unit 2's outgoing column ...
+    want3[0, :] = True      # ... and unit 0 of layer 2's incoming row
+    assert torch.equal(masks["body.3.weight"], want3)
+    assert torch.equal(masks["head.weight"][:, 0], torch.ones(3, dtype=torch.bool))
+    assert int(masks["head.weight"].sum()) == 3
+    _, no_bias = resets.collapsed_units(model, eps=0.1, bias_rule=False)
+    assert no_bias.set_index("layer").loc["body.1", "collapsed_units"] == 2  # unit 4 counts too
+
+
+def test_the_unit_level_reset_redraws_exactly_the_collapsed_units_from_the_layer_init(gen):
+    model = hand_mlp()
+    with torch.no_grad():
+        model.body[1].weight[2, :] = 0.0
+        model.body[1].bias[2] = 0.0
+    masks, _ = resets.collapsed_units(model, eps=0.1)
+    before = snapshot(model)
+    n = resets.apply("collapsed_units", model, gen, eps=0.1)
+    assert n == sum(int(m.sum()) for m in masks.values()) == 6 + 1 + 4
+    for name, p in model.named_parameters():
+        m = masks.get(name, torch.zeros_like(p, dtype=torch.bool))
+        assert torch.equal(p[~m], before[name][~m]), name
+        if m.any():
+            fan_in = dict(model.named_parameters())[name.replace("bias", "weight")].shape[1]
+            assert (p[m] != before[name][m]).all() and p[m].abs().max() <= 1 / math.sqrt(fan_in)
+    assert resets.collapsed_units(model, eps=0.1)[1].collapsed_units.sum() == 0  # alive again
+
+
+def test_eps_sensitivity_counts_grow_with_the_threshold():
+    torch.manual_seed(0)
+    model = models.MLP(20, hidden=(16, 12), num_classes=4)
+    with torch.no_grad():
+        model.body[1].weight.mul_(torch.linspace(0.0, 1.0, 16).unsqueeze(1))  # graded row scales
+        model.body[1].bias.fill_(-1.0)
+    table = resets.eps_sensitivity(model, [0.01, 0.1, 0.5, 2.0])
+    assert set(table.eps) == {0.01, 0.1, 0.5, 2.0}
+    frozen = table[table.layer == "body.1"].set_index("eps").frozen_frac
+    assert frozen.is_monotonic_increasing and frozen.iloc[0] < frozen.iloc[-1]
+    units = table[table.layer == "body.1"].set_index("eps").collapsed_units
+    assert units.is_monotonic_increasing and units.loc[0.01] >= 1  # the zero row is always dead
+    assert (table.mutually_frozen_frac <= table.frozen_frac + 1e-12).all()

@@ -58,6 +58,8 @@ __all__ = [
     "frozen_mask",
     "mutually_frozen_mask",
     "random_masks_like",
+    "collapsed_units",
+    "eps_sensitivity",
 ]
 
 ParamSelector = Union[str, Iterable[str], Callable[[str, torch.Tensor], bool], None]
@@ -642,6 +644,66 @@ def mutually_frozen_mask(model: nn.Module, eps: float = 0.1, layers: Sequence[st
     return masks, pd.DataFrame(rows)
 
 
+def collapsed_units(model: nn.Module, eps: float = 0.1, layers: Sequence[str] | None = None,
+                    bias_rule: bool = True):
+    """Collapsed ("dead") hidden units of a plain feed-forward ReLU net: units whose incoming weights
+    are all frozen (|w| < eps·σ_init, :func:`frozen_mask`) and, with ``bias_rule``, whose bias is
+    below eps·σ_init too, so that the unit outputs ReLU(≈ 0) ≈ 0 on every input — the unit-level
+    picture behind most mutually frozen weights (case (2) of :func:`mutually_frozen_mask`), and the
+    same units the dead / dormant-neuron literature counts by their activations.
+
+    Returns ``(masks, table)``. ``masks`` covers everything that belongs to a collapsed unit of layer
+    l: its incoming weight rows and bias (``"<layer l>.weight"``, ``"<layer l>.bias"``) and its
+    outgoing columns in layer l + 1 (``"<layer l+1>.weight"``); True = reset (the unit-level control
+    of the chapter: re-initialise whole dead units rather than single weights). ``table`` has one row
+    per hidden layer: layer, units, collapsed_units, collapsed_frac, weights (entries the masks
+    cover for that layer's units). The last layer's units are the outputs and never counted."""
+    import pandas as pd  # lazy: only this function needs it
+
+    chain = _weighted_layers(model, layers)
+    frozen = frozen_mask(model, eps, [qn for qn, _ in chain])
+    keys = list(frozen)
+    masks: dict[str, torch.Tensor] = {k: torch.zeros_like(v) for k, v in frozen.items()}
+    rows = []
+    for l in range(len(chain) - 1):
+        (qn, module), (next_qn, nxt) = chain[l], chain[l + 1]
+        group = _unit_grouping(module, nxt, qn, next_qn)
+        f = frozen[keys[l]]
+        dead = f.reshape(f.shape[0], -1).all(dim=1)
+        sigma = init_weight_std(model, module)
+        if bias_rule and module.bias is not None:
+            dead = dead & (module.bias.detach() < eps * sigma)
+        masks[keys[l]] |= dead.reshape(-1, *([1] * (f.dim() - 1))).expand_as(f)
+        if module.bias is not None:
+            masks[f"{qn}.bias" if qn else "bias"] = dead.clone()
+        nxt_mask = masks[keys[l + 1]]
+        cols = dead.repeat_interleave(group).reshape(1, -1, *([1] * (nxt_mask.dim() - 2)))
+        masks[keys[l + 1]] = nxt_mask | cols.expand_as(nxt_mask)
+        n_dead = int(dead.sum())
+        per_unit_in = f[0].numel() + (1 if module.bias is not None else 0)
+        per_unit_out = nxt.weight[:, :group].numel()  # the unit's outgoing column(s) in layer l + 1
+        rows.append({"layer": qn, "units": int(dead.numel()), "collapsed_units": n_dead,
+                     "collapsed_frac": n_dead / max(int(dead.numel()), 1),
+                     "weights": n_dead * (per_unit_in + per_unit_out)})
+    return masks, pd.DataFrame(rows, columns=["layer", "units", "collapsed_units", "collapsed_frac", "weights"])
+
+
+def eps_sensitivity(model: nn.Module, eps_values: Sequence[float], layers: Sequence[str] | None = None):
+    """How the frozen / mutually frozen / plain sparse fractions and the collapsed-unit counts move
+    with the threshold ε (|w| < ε·σ_init): one row per ε × layer (:func:`mutually_frozen_mask` and
+    :func:`collapsed_units` at each ε). A definition whose counts swing with ε picks out a range of
+    small weights, not a separate population."""
+    import pandas as pd  # lazy: only this function needs it
+
+    frames = []
+    for eps in eps_values:
+        _, weights = mutually_frozen_mask(model, eps, layers)
+        _, units = collapsed_units(model, eps, layers)
+        frames.append(weights.merge(units[["layer", "units", "collapsed_units", "collapsed_frac"]],
+                                    on="layer", how="left").assign(eps=float(eps)))
+    return pd.concat(frames, ignore_index=True)
+
+
 def random_masks_like(masks: Mapping[str, torch.Tensor],
                       generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Masks with the same number of True entries per tensor as ``masks``, at uniformly random
@@ -699,6 +761,11 @@ def _random_like_mutually_frozen(model: nn.Module, eps: float = 0.1, init: str =
     return masked_reinit(model, random_masks_like(masks, generator), init, generator)
 
 
+def _collapsed_units(model: nn.Module, eps: float = 0.1, init: str = "model", generator=None) -> int:
+    masks, _ = collapsed_units(model, eps)
+    return masked_reinit(model, masks, init, generator)
+
+
 def _lure(model: nn.Module, batch=None, generator=None, **settings) -> int:
     return lure_reset(model, batch, generator=generator, **settings)
 
@@ -715,6 +782,7 @@ RESETS: dict[str, Callable[..., int]] = {
     "frozen": _frozen,                              # every frozen weight (issue 7 §4)
     "mutually_frozen": _mutually_frozen,            # the mutually frozen weights (issue 7 §4)
     "random_like_mutually_frozen": _random_like_mutually_frozen,  # as many, at random positions
+    "collapsed_units": _collapsed_units,            # whole dead units: rows, biases, outgoing columns
 }
 """Every reset op by name: ``fn(model, **settings, generator=None) -> entries changed``."""
 
