@@ -171,3 +171,18 @@ def test_weight_noise_table_restores_and_repeats(gen):
     assert list(zip(table["sigma"], table["repeat"])) == [(0.0, 0), (0.5, 0), (0.5, 1)]
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
     assert table.equals(probes.weight_noise_table(model, {"test": (x, y)}, [0.5], repeats=2))
+
+
+def test_nuisance_sensitivity_is_the_directional_derivative_along_the_transform():
+    torch.manual_seed(0)
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    x = torch.rand(5, 1, 4, 4)
+    shift = lambda b: torch.roll(b, 1, dims=-1)  # noqa: E731
+    got = probes.nuisance_sensitivity(lin, x, shift, reduction="none")
+    d = (shift(x) - x).flatten(1)
+    want = (d @ lin[1].weight.T).norm(dim=1) / d.norm(dim=1)  # linear: J d = W d exactly
+    np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-5)
+    # a model that averages each row ignores horizontal position: blind to a horizontal roll
+    invariant = nn.Sequential(nn.AdaptiveAvgPool2d((4, 1)), nn.Flatten(), nn.Linear(4, 3))
+    assert probes.nuisance_sensitivity(invariant, x, shift) == pytest.approx(0.0, abs=1e-6)
+    assert probes.nuisance_sensitivity(lin, x, lambda b: b) == 0.0  # no change, no sensitivity

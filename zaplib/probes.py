@@ -283,7 +283,34 @@ def input_sensitivity(model, x, batch_size: int = 100, reduction: str = "mean", 
     raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
 
 
+def nuisance_sensitivity(model, x, transform, batch_size: int = 200, reduction: str = "mean"):
+    """Sensitivity of the logits along a nuisance direction: ‖J_f(x) d‖ / ‖d‖ with d = T(x) − x, the
+    directional derivative of f at x towards the transformed image T(x) (e.g. a blur or a one-pixel
+    shift), per unit of input change. Zilly et al.'s invariance half asks for this rather than the
+    generic ‖∂f/∂x‖ of :func:`input_sensitivity`: a network can be insensitive along blur and shift
+    yet sensitive elsewhere.
+
+    Exact, one forward-mode product per batch (``torch.func.jvp``), model in eval mode; uint8 images
+    are scaled to [0, 1] first and ``transform`` gets the float batch. Examples with d = 0 (the
+    transform leaves them unchanged) count as 0. ``reduction="none"`` returns per-example values."""
+    values = []
+    with _eval_mode(model):
+        for start in range(0, len(x), batch_size):
+            xb = as_float(x[start : start + batch_size]).detach()
+            d = (transform(xb) - xb).detach()
+            norm = d.flatten(1).norm(dim=1)
+            _, jd = torch.func.jvp(model, (xb,), (d,))
+            values.append((jd.flatten(1).norm(dim=1) / norm.clamp_min(1e-12) * (norm > 0)).detach())
+    per_example = torch.cat(values).cpu().numpy()
+    if reduction == "none":
+        return per_example
+    if reduction == "mean":
+        return float(per_example.mean())
+    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+
+
 __all__ = [
+    "nuisance_sensitivity",
     "pgd_attack",
     "perturb_weights",
     "corruption_table",
