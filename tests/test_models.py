@@ -184,3 +184,25 @@ def test_init_rule_helpers_fall_back_to_pytorch_default():
     before = plain[0].weight.detach().clone()
     models.init_module(plain, plain[0])
     assert not torch.equal(before, plain[0].weight)
+
+
+def test_lure_official_resnet_init_and_the_lure_redraw_is_narrower():
+    """LURE's official ResNet-18: conv Kaiming-normal (fan-out), BN 1/0; its reset's
+    kaiming_uniform(a=√5) re-draw is then √6 ≈ 2.4× narrower for 3×3 convs of equal width."""
+    net = models.build({"model": "resnet18", "width": 16, "init": "official", "seed": 0})
+    assert isinstance(net, models.ResNetOfficialInit)
+    conv = net.layer2[1].conv1  # 32 → 32 channels, 3×3
+    fan_out = conv.weight.shape[0] * 9
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.05)
+    assert models.init_weight_std(net, conv) == pytest.approx(math.sqrt(2 / fan_out))
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any()
+               for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    default = models.build({"model": "resnet18", "width": 16, "seed": 0})
+    ratio = conv.weight.std().item() / default.layer2[1].conv1.weight.std().item()
+    assert ratio == pytest.approx(math.sqrt(6), rel=0.08)
+    with pytest.raises(ValueError, match="init must be one of"):
+        models.build({"model": "resnet18", "width": 4, "init": "xavier"})
+    # the init rule is the model's: a fresh copy follows it too
+    from zaplib import resets
+    fresh = resets.fresh_init(net, torch.Generator().manual_seed(1))
+    assert fresh.layer2[1].conv1.weight.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.05)

@@ -669,3 +669,25 @@ def test_eps_sensitivity_counts_grow_with_the_threshold():
     units = table[table.layer == "body.1"].set_index("eps").collapsed_units
     assert units.is_monotonic_increasing and units.loc[0.01] >= 1  # the zero row is always dead
     assert (table.mutually_frozen_frac <= table.frozen_frac + 1e-12).all()
+
+
+def test_official_llf_keeps_the_shortcut_convs_and_the_fc_bias(gen):
+    """LURE's official LLF (reference notes): layer3, layer4 and fc weights re-drawn, the 1×1
+    shortcut convs and the fc bias kept; ours re-draws both."""
+    torch.manual_seed(0)
+    model = models.cifar_resnet18(width=4)
+    before = snapshot(model)
+    n = resets.reinit_layers(model, ["layer3", "layer4", "fc"], gen, skip=("shortcut",), weights_only=True)
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert "fc.weight" in changed and "fc.bias" not in changed
+    assert not any("shortcut" in name for name in changed)
+    assert {"layer3.0.conv1.weight", "layer4.1.conv2.weight"} <= changed
+    assert not any(name.startswith(("layer1", "layer2", "conv1", "bn1")) for name in changed)
+    assert not any(".bn" in name for name in changed)  # norm layers untouched
+    params = dict(model.named_parameters())
+    assert n == sum(params[name].numel() for name in changed)
+    ours = models.cifar_resnet18(width=4)
+    before = snapshot(ours)
+    resets.reinit_layers(ours, ["layer3", "layer4", "fc"], gen)
+    changed = {name for name, p in ours.named_parameters() if not torch.equal(p, before[name])}
+    assert "fc.bias" in changed and any("shortcut" in name for name in changed)

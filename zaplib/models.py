@@ -40,6 +40,7 @@ __all__ = [
     "CIFAR10_STD",
     "init_module",
     "init_weight_std",
+    "ResNetOfficialInit",
     "OmniglotConvNet",
     "ANML",
     "BasicBlock",
@@ -321,7 +322,9 @@ class ResNet(_ResNetTrunk, _PyTorchDefaultInit, nn.Module):
     Attribute names follow torchvision (``conv1``, ``bn1``, ``layer1``..``layer4``, ``fc``) so LLF can
     reset ``layer3``, ``layer4``, ``fc`` by name; ``head`` is ``fc``. Stage widths are
     ``width·(1, 2, 4, 8)`` (64 → the standard 64/128/256/512). Init: PyTorch defaults for every
-    module (the negative pre-training paper says so; LURE's code sets no custom init).
+    module (the negative pre-training paper says so). LURE's official ResNet-18 does set its own
+    init — conv weights Kaiming-normal (fan-out, ReLU gain), BN weight 1 / bias 0 (reference notes);
+    that is :class:`ResNetOfficialInit` (``cifar_resnet18(init="official")``).
     """
 
     def __init__(self, block=BasicBlock, num_blocks: Sequence[int] = (2, 2, 2, 2),
@@ -343,12 +346,20 @@ class ResNet(_ResNetTrunk, _PyTorchDefaultInit, nn.Module):
         self.fc = nn.Linear(in_planes, num_classes)
 
 
+RESNET_INITS = ("pytorch", "official")
+
+
 def cifar_resnet18(num_classes: int = 10, width: int = 64, in_channels: int = 3,
-                   normalize: bool = True, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> ResNet:
+                   normalize: bool = True, mean=CIFAR10_MEAN, std=CIFAR10_STD,
+                   init: str = "pytorch") -> ResNet:
     """ResNet-18 with CIFAR stem (LURE §4 / reference notes); ``normalize`` uses CIFAR-10
-    mean/std by default. Width 64 has 11.2 M parameters; width 16 is ~16× smaller."""
-    return ResNet(BasicBlock, (2, 2, 2, 2), num_classes=num_classes, width=width,
-                  in_channels=in_channels, normalize=normalize, mean=mean, std=std)
+    mean/std by default. Width 64 has 11.2 M parameters; width 16 is ~16× smaller. ``init``:
+    ``"pytorch"`` (every module's default) or ``"official"`` (LURE's code: :class:`ResNetOfficialInit`)."""
+    if init not in RESNET_INITS:
+        raise ValueError(f"init must be one of {RESNET_INITS}, got {init!r}")
+    cls = ResNetOfficialInit if init == "official" else ResNet
+    return cls(BasicBlock, (2, 2, 2, 2), num_classes=num_classes, width=width,
+               in_channels=in_channels, normalize=normalize, mean=mean, std=std)
 
 
 def cifar_resnet10(num_classes: int = 10, width: int = 64, in_channels: int = 3,
@@ -386,6 +397,20 @@ class _TorchvisionInit:
         if isinstance(module, nn.Linear) and self._linear_normal:
             return 0.01
         return pytorch_default_weight_std(module)
+
+
+class ResNetOfficialInit(_TorchvisionInit, ResNet):
+    """:class:`ResNet` with the init of LURE's official ResNet-18 (reference notes): conv weights
+    Kaiming-normal with fan-out and ReLU gain, BatchNorm weight 1 and bias 0, the linear head
+    PyTorch's default. LURE's ``kaiming_uniform_(a=√5)`` re-draw (U(±1/√fan_in)) is then ≈ 2.4×
+    narrower than these conv weights at 3×3 kernels, where with PyTorch's default init it coincides
+    with them. ``init_module`` / ``init_weight_std`` follow the same rule, so resets "with the
+    model's own init" draw from it too."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for module in self.modules():
+            self.init_module(module)
 
 
 class TorchvisionResNetCifar(_ResNetTrunk, _TorchvisionInit, nn.Module):
@@ -522,7 +547,7 @@ MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
 
 
 MODEL_KEYS = ("model", "seed", "num_classes", "in_channels", "input_size", "in_features", "width",
-              "depth", "hidden", "channels", "nm_channels", "nm_pool_last", "n_blocks", "normalize", "mean", "std")
+              "depth", "hidden", "channels", "nm_channels", "nm_pool_last", "n_blocks", "normalize", "mean", "std", "init")
 """The keys of a config that :func:`build` reads; any other key (a run's training settings) is
 ignored, so a chapter can hand over its whole run config."""
 

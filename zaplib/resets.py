@@ -284,7 +284,8 @@ def _matches_prefix(qualified: str, prefixes: Sequence[str]) -> bool:
 
 
 def reinit_layers(model: nn.Module, names: str | Sequence[str],
-                  generator: torch.Generator | None = None, include_norm: bool = False) -> int:
+                  generator: torch.Generator | None = None, include_norm: bool = False,
+                  skip: Sequence[str] = (), weights_only: bool = False) -> int:
     """Later-layer forgetting: re-initialise, with the model's own init, the conv and linear layers
     (weights and biases) whose qualified module name is one of ``names`` or lies inside one
     (``"layer3"`` matches ``layer3.0.conv1`` but not ``layer30``).
@@ -293,10 +294,14 @@ def reinit_layers(model: nn.Module, names: str | Sequence[str],
     resets ``["layer3", "layer4", "fc"]`` of a ResNet, conv/linear only (reference notes); Zhou et
     al.'s own recipe starts at ``layer4``. Norm layers are left alone unless ``include_norm``, which
     resets their affine parameters *and* running statistics. Other module types are never touched.
-    Returns the number of parameter entries written.
+    ``skip``: modules whose qualified name contains one of these words stay as they are;
+    ``weights_only``: biases are kept. LURE's official LLF is ``skip=("shortcut",),
+    weights_only=True``: it leaves the 1×1 shortcut ("downsample") convs alone and keeps the fc bias
+    (reference notes). Returns the number of parameter entries written.
     """
     prefixes = [names] if isinstance(names, str) else list(names)
-    matched = [(qn, m) for qn, m in model.named_modules() if _matches_prefix(qn, prefixes)]
+    matched = [(qn, m) for qn, m in model.named_modules() if _matches_prefix(qn, prefixes)
+               and not any(word in qn for word in skip)]
     if not matched:
         raise ValueError(f"no module of the model matches {prefixes}")
     count = 0
@@ -310,6 +315,8 @@ def reinit_layers(model: nn.Module, names: str | Sequence[str],
                 continue
             fresh = _fresh_copy(model, module, generator)
             for pname, p in own:
+                if weights_only and pname != "weight":
+                    continue
                 p.copy_(getattr(fresh, pname))
                 count += p.numel()
             if is_norm:
