@@ -252,6 +252,15 @@ def hessian_top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, i
     return eig
 
 
+def _reduced(per_example, reduction: str):
+    """Per-example values as they are (``"none"``) or their mean (``"mean"``)."""
+    if reduction == "none":
+        return per_example
+    if reduction == "mean":
+        return float(per_example.mean())
+    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+
+
 def input_sensitivity(model, x, batch_size: int = 100, reduction: str = "mean", chunk_size: int | None = None):
     """Local input sensitivity E_x ‖∂f/∂x‖_F: the Frobenius norm of the Jacobian of the logits
     w.r.t. the input image, averaged over the examples of ``x``.
@@ -275,12 +284,7 @@ def input_sensitivity(model, x, batch_size: int = 100, reduction: str = "mean", 
             xb = as_float(x[start : start + batch_size]).detach()
             jac = jacobian(xb)  # (B, C, *input_shape)
             norms.append(jac.flatten(1).norm(dim=1).detach())
-    per_example = torch.cat(norms).cpu().numpy()
-    if reduction == "none":
-        return per_example
-    if reduction == "mean":
-        return float(per_example.mean())
-    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    return _reduced(torch.cat(norms).cpu().numpy(), reduction)
 
 
 def nuisance_sensitivity(model, x, transform, batch_size: int = 200, reduction: str = "mean"):
@@ -301,12 +305,7 @@ def nuisance_sensitivity(model, x, transform, batch_size: int = 200, reduction: 
             norm = d.flatten(1).norm(dim=1)
             _, jd = torch.func.jvp(model, (xb,), (d,))
             values.append((jd.flatten(1).norm(dim=1) / norm.clamp_min(1e-12) * (norm > 0)).detach())
-    per_example = torch.cat(values).cpu().numpy()
-    if reduction == "none":
-        return per_example
-    if reduction == "mean":
-        return float(per_example.mean())
-    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    return _reduced(torch.cat(values).cpu().numpy(), reduction)
 
 
 __all__ = [
