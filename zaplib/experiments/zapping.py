@@ -473,10 +473,11 @@ def gate_summary(params, store: Store) -> dict:
     from scipy import stats
 
     pre = gate_configs(params)
-    runs = [store.load(TRANSFER_EXPERIMENT, c) for c in gate_probe_configs(params)]
-    curves = _tag(runs, gate_probe_configs(params))
+    probe_cfgs = gate_probe_configs(params)
+    runs = [store.load(TRANSFER_EXPERIMENT, c) for c in probe_cfgs]
+    curves = _tag(runs, probe_cfgs)
     curves["precision"] = [c["pretrain"].get("precision", "fp32") for c, r in
-                           zip(gate_probe_configs(params), runs) for _ in range(len(r["curves"]))]
+                           zip(probe_cfgs, runs) for _ in range(len(r["curves"]))]
     final = transfer.final_records(curves)
     arm = lambda f: f.method + f.zap.map({True: "+zap", False: ""}) + " " + f.precision  # noqa: E731
     final["arm"] = arm(final)
@@ -507,6 +508,26 @@ def gate_summary(params, store: Store) -> dict:
             "parity": parity, "parity_p": p, "parity_holds": bool(all(v < 0.05 for v in p.values()))}
 
 
+def _protocol_runs(params, store, best_lr) -> list:
+    """Every protocol's lr-choice runs, and its report runs where ``best_lr(kind, settings,
+    choice_configs)`` gives the chosen rates (None: not known yet) — the one stage loop that
+    :func:`planned_runs` and :func:`full_plan` share."""
+    runs = []
+    for kind in ("probe", *params.get("finetune_protocols", ["unfrozen", "iid"])):
+        settings = protocol_settings(params, kind)
+        report_seeds = settings.pop("report_seeds")
+        reported, chosen = protocol_models(params, kind, store)
+        val_cfgs = validation_configs(kind, chosen if chosen is not None else reported, **settings,
+                                      split="select" if chosen is not None else "val")
+        runs += [(transfer_run, c) for c in val_cfgs]
+        best = best_lr(kind, settings, val_cfgs)
+        if best is not None:
+            runs += [(transfer_run, c) for c in report_configs(
+                kind, reported, best, report_seeds=report_seeds, classes=settings["classes"],
+                common=settings["common"])]
+    return runs
+
+
 def full_plan(params) -> list:
     """Every run of the profile, later stages with the middle learning rate of each grid as a
     placeholder and i.i.d. pre-training at bf16 when ``precision`` is auto.
@@ -517,20 +538,14 @@ def full_plan(params) -> list:
     runs = [(pretrain_run, c) for c in gate_configs(params)] + [(transfer_run, c) for c in gate_probe_configs(params)]
     pre = pretrain_configs(assumed) + bug_configs(assumed) + selection_configs(assumed)
     runs += [(pretrain_run, c) for c in pre]
-    for kind in ("probe", *params.get("finetune_protocols", ["unfrozen", "iid"])):
-        settings = protocol_settings(assumed, kind)
-        report_seeds = settings.pop("report_seeds")
-        reported, chosen = protocol_models(assumed, kind)
-        val_cfgs = validation_configs(kind, chosen if chosen is not None else reported, **settings,
-                                      split="select" if chosen is not None else "val")
-        runs += [(transfer_run, c) for c in val_cfgs]
+
+    def middle_lr(kind, settings, val_cfgs):
         middle = float(settings["lrs"][len(settings["lrs"]) // 2])
-        best = _tag([{"curves": pd.DataFrame({"lr": [middle], "test_acc": [0.0], "classes": [1]})}
-                     for _ in val_cfgs], val_cfgs)
-        runs += [(transfer_run, c) for c in report_configs(
-            kind, reported, transfer.select_lr(best, by=SELECT_BY), report_seeds=report_seeds,
-            classes=settings["classes"], common=settings["common"])]
-    return runs
+        placeholder = _tag([{"curves": pd.DataFrame({"lr": [middle], "test_acc": [0.0], "classes": [1]})}
+                            for _ in val_cfgs], val_cfgs)
+        return transfer.select_lr(placeholder, by=SELECT_BY)
+
+    return runs + _protocol_runs(assumed, None, middle_lr)
 
 
 def planned_runs(params, store=None) -> list:
@@ -552,20 +567,14 @@ def planned_runs(params, store=None) -> list:
     runs += [(pretrain_run, c) for c in pre]
     if store is None or not all(store.complete(PRETRAIN_EXPERIMENT, c) for c in pre):
         return runs
-    for kind in ("probe", *params.get("finetune_protocols", ["unfrozen", "iid"])):
-        settings = protocol_settings(params, kind)
-        report_seeds = settings.pop("report_seeds")
-        reported, chosen = protocol_models(params, kind, store)
-        val_cfgs = validation_configs(kind, chosen if chosen is not None else reported, **settings,
-                                      split="select" if chosen is not None else "val")
-        runs += [(transfer_run, c) for c in val_cfgs]
-        if all(store.complete(TRANSFER_EXPERIMENT, c) for c in val_cfgs):
-            best = transfer.select_lr(_tag([store.load(TRANSFER_EXPERIMENT, c) for c in val_cfgs], val_cfgs),
-                                      by=SELECT_BY)
-            runs += [(transfer_run, c) for c in report_configs(
-                kind, reported, best, report_seeds=report_seeds, classes=settings["classes"],
-                common=settings["common"])]
-    return runs
+
+    def stored_choice(kind, settings, val_cfgs):
+        if not all(store.complete(TRANSFER_EXPERIMENT, c) for c in val_cfgs):
+            return None
+        return transfer.select_lr(_tag([store.load(TRANSFER_EXPERIMENT, c) for c in val_cfgs], val_cfgs),
+                                  by=SELECT_BY)
+
+    return runs + _protocol_runs(params, store, stored_choice)
 
 
 def image_steps(config: dict) -> float:
