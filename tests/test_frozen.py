@@ -204,7 +204,7 @@ def test_run_tiny_end_to_end():
     config = {"source": "mnist:blur4", "targets": ["mnist"], "finetune_weight_decay": 0.001,
               **{k: v for k, v in params.items() if k != "transfers"}}
     out = frozen.pretrain_and_retrain(config)
-    assert set(out) == {"pretrain", "models", "finetune", "dynamics"}
+    assert set(out) == {"pretrain", "models", "finetune", "dynamics", "timing"}  # timing: issue 17
     pre = out["pretrain"]
     assert sorted(pre.epoch.unique()) == [0, 1, 2] and set(pre.layer) >= {"body.1", "head", "all"}
     sens = out["models"]["sensitivity[mnist]"]
@@ -224,3 +224,31 @@ def test_run_tiny_end_to_end():
     dyn = out["dynamics"]
     assert set(dyn.group) == set(frozen.GROUPS) and dyn.fraction.unique().tolist() == [1.0]
     assert dyn.step.min() == 0 and dyn.step.max() == ft.steps.max()
+
+
+def test_run_tiny_end_to_end_with_the_long_options():
+    """The issue-17 keys on a tiny run: declared cells at λ*, paired draws (reinit = the seed's own
+    init), the unit-level reset, best-validation readout with a cosine schedule, side-by-side
+    training, and the ε / unit / nuisance tables."""
+    _mnist_or_skip()
+    config = {"source": "mnist", "targets": ["mnist"], "model": "small_cnn", "width": 4, "seeds": [0],
+              "weight_decays": [0.0, 0.05], "lr": 0.05, "momentum": 0.9, "batch_size": 64, "n_pretrain": 256,
+              "pretrain_epochs": 1, "n_target": 256, "n_val": 64, "n_test": 64, "target_fractions": [0.25, 1.0],
+              "finetune_epochs": 1, "finetune_min_steps": 4, "finetune_weight_decay": 0.001,
+              "interventions": ["none", "reset_mutual", "reset_units", "reinit"], "eps": 0.1,
+              "n_sensitivity": 8, "track_fraction": 1.0, "n_probes": 2, "probe_batch": 32,
+              "retrain_cells": "declared", "reset_decay": 0.05, "grid_targets": ["mnist"],
+              "grid_interventions": ["none", "reset_mutual"], "paired_draws": True, "val_evals": 2,
+              "lr_schedule": "cosine", "readout": "best_val", "stack_models": False,
+              "eps_grid": [0.01, 0.1], "dormant_taus": [0.0], "nuisances": ["blur4", "shift1", "noise"],
+              "benchmark_steps": 1}
+    out = frozen.pretrain_and_retrain(config)
+    assert {"eps", "weight_hist", "units", "nuisance", "timing"} <= set(out)
+    ft = out["finetune"]
+    cells = {(r.target, r.fraction, r.weight_decay, r.intervention) for r in ft.itertuples()}
+    assert cells == set(frozen.retrain_cells(config))
+    assert set(ft[ft.intervention == "reinit"].weight_decay) == {0.0}          # scratch: once
+    assert ft.best_step.between(1, ft.steps.max()).all()
+    assert (out["nuisance"].sensitivity >= 0).all() and len(out["nuisance"]) == 2 * 3
+    assert set(out["eps"].eps) == {0.01, 0.1} and "dormant[0]" in out["units"]
+    assert set(out["timing"].phase) >= {"pretrain", "benchmark stacked", "benchmark separate"}

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -56,14 +57,17 @@ from torch import nn
 
 from . import data, get_device, models, probes, resets, samplers, train
 
-INTERVENTIONS = ("none", "reset_mutual", "reset_random", "reset_frozen", "reinit")
+INTERVENTIONS = ("none", "reset_mutual", "reset_random", "reset_frozen", "reset_units", "reinit")
 RESET_OPS = {  # the chapter's intervention -> its op in zaplib.resets.RESETS
     "none": "none",
     "reset_mutual": "mutually_frozen",
     "reset_random": "random_like_mutually_frozen",
     "reset_frozen": "frozen",
+    "reset_units": "collapsed_units",
     "reinit": "reinit_all",
 }
+LR_SCHEDULES = ("constant", "cosine")
+READOUTS = ("last", "best_val")
 GROUPS = ("mutually_frozen", "plain_sparse", "not_frozen")
 DATA_SEED = 0  # the fixed permutation that defines every task's subsets (same for all runs)
 
@@ -175,11 +179,77 @@ def _batch_stream(n: int, batch_size: int, generators, device) -> Iterator[torch
             yield torch.stack(idx)
 
 
+class SeparateModels:
+    """S models trained side by side *without* ``vmap``: the same interface as the parts of
+    :class:`~zaplib.train.StackedModels` that :func:`train_stacked` uses (``step``, ``unstack``,
+    ``optimizers``, ``len``), but each model is an ordinary module with its own SGD optimiser and
+    coupled L2 weight decay (``torch.optim.SGD(weight_decay=λ_s)``, the same rule as
+    :func:`add_weight_decay`). Why: on a CPU, ``vmap`` turns S convolutions into one grouped
+    convolution, which can be slower than S plain ones (README, "S = 8 models at once"); which is
+    faster for a given net is measured, not assumed (the chapter's regime gate)."""
+
+    def __init__(self, models_: Sequence[nn.Module], weight_decays: Sequence[float], lr: float,
+                 momentum: float):
+        if len(weight_decays) != len(models_):
+            raise ValueError(f"need one weight decay per model: {len(models_)} models, "
+                             f"{len(weight_decays)} values")
+        self.models = list(models_)
+        self.optimizers = [train.make_optimizer(m.parameters(), "sgd", lr, momentum, weight_decay=float(wd))
+                           for m, wd in zip(self.models, weight_decays)]
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32"):
+        """One SGD step of every model s on its own batch ``(x[s], y[s])``; returns (losses (S,), None)."""
+        losses = []
+        for s, (model, opt) in enumerate(zip(self.models, self.optimizers)):
+            model.train()
+            opt.zero_grad(set_to_none=True)
+            with train.autocast(precision, x.device):
+                loss = F.cross_entropy(model(x[s]), y[s])
+            loss.float().backward()
+            opt.step()
+            losses.append(loss.detach().float())
+        return torch.stack(losses), None
+
+    @torch.no_grad()
+    def unstack(self, models_: Sequence[nn.Module] | None = None) -> list[nn.Module]:
+        """Copies of the current models (or their weights written into ``models_``)."""
+        if models_ is None:
+            return [copy.deepcopy(m) for m in self.models]
+        for target, model in zip(models_, self.models):
+            if target is not model:
+                target.load_state_dict(model.state_dict())
+        return list(models_)
+
+
+def lr_at(step: int, steps: int, lr: float, schedule: str = "constant") -> float:
+    """The learning rate of optimiser step ``step`` (0-based) of ``steps``: ``"constant"``, or
+    ``"cosine"`` annealing to 0 without restarts (Loshchilov & Hutter 2017, SGDR, eq. 5 with one
+    cycle): lr·½(1 + cos(π·step/steps)), so step 0 uses ``lr`` and ``step = steps`` (after the last
+    step) gives 0."""
+    if schedule == "constant":
+        return float(lr)
+    if schedule == "cosine":
+        return float(lr) * 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / max(steps, 1)))
+    raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+
+
+def val_schedule(steps: int, n_evals: int) -> list[int]:
+    """``n_evals`` evenly spaced validation steps ending at ``steps`` (none for ``n_evals`` ≤ 0)."""
+    if n_evals <= 0 or steps <= 0:
+        return []
+    return sorted({max(1, int(round(steps * k / n_evals))) for k in range(1, n_evals + 1)})
+
+
 def train_stacked(models_: Sequence[nn.Module], weight_decays: Sequence[float], x: torch.Tensor,
                   y: torch.Tensor, *, steps: int, batch_size: int, lr: float, momentum: float,
                   generators: Sequence[torch.Generator],
                   probe: Callable[[int, train.StackedModels], object] | None = None,
-                  probe_steps: Sequence[int] = (), precision: str = "fp32") -> tuple[list[nn.Module], pd.DataFrame, list]:
+                  probe_steps: Sequence[int] = (), precision: str = "fp32", stack: bool = True,
+                  lr_schedule: str = "constant", val_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+                  val_steps: Sequence[int] = (), readout: str = "last") -> tuple[list[nn.Module], pd.DataFrame, list]:
     """Train S models in lock-step for ``steps`` SGD steps (momentum, per-model coupled L2 weight
     decay :func:`add_weight_decay`), model s drawing its batches with ``generators[s]``, the steps
     at ``precision`` (:func:`zaplib.train.autocast`).
@@ -190,32 +260,76 @@ def train_stacked(models_: Sequence[nn.Module], weight_decays: Sequence[float], 
     ``probe_steps`` (``steps`` itself means after the last one). The models passed in are updated
     in place. Returns (models, losses, probe results), ``losses`` with one row per model and probe
     interval: ``model, step, train_loss`` (the mean loss of the steps since the previous probe).
+
+    Options (the defaults are the behaviour every stored ``quick`` run was computed with):
+
+    - ``stack``: True trains the S models as one :class:`~zaplib.train.StackedModels` (``vmap``),
+      False as :class:`SeparateModels` (same update rule; only the speed differs);
+    - ``lr_schedule``: :func:`lr_at` ("constant" or "cosine" to 0 over ``steps``);
+    - ``val_data``, ``val_steps``: validation accuracy of every model at these steps (a column
+      ``val_acc`` of ``losses``, rows at the validation steps);
+    - ``readout``: "last" returns the models after the last step; "best_val" the state of each model
+      at its best validation accuracy among ``val_steps`` (ties: the earlier), a readout that does
+      not hinge on where the last noisy SGD step happens to land (issue 17).
     """
+    if readout not in READOUTS:
+        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+    if readout == "best_val" and (val_data is None or not len(val_steps)):
+        raise ValueError("readout='best_val' needs val_data and val_steps")
     batch_size = min(batch_size, len(x))
-    stacked = train.StackedModels(list(models_), optimizer="sgd", lr=lr, momentum=momentum,
-                                  grad_mode="func")  # vmapped backward: ~1.5–2× faster here
-    add_weight_decay(stacked, weight_decays)
+    if stack:
+        stacked = train.StackedModels(list(models_), optimizer="sgd", lr=lr, momentum=momentum,
+                                      grad_mode="func")  # vmapped backward: ~1.5–2× faster here
+        add_weight_decay(stacked, weight_decays)
+        optimizers = [stacked.optimizer]
+    else:
+        stacked = SeparateModels(models_, weight_decays, lr, momentum)
+        optimizers = stacked.optimizers
     wanted = set(int(s) for s in probe_steps)
+    evals = set(int(s) for s in val_steps) if val_data is not None else set()
     stream = _batch_stream(len(x), batch_size, generators, x.device)
     loss_sum = torch.zeros(len(stacked), device=x.device)
     since, rows, outputs = 0, [], []
+    best_acc = [-1.0] * len(stacked)
+    best_state: list[dict | None] = [None] * len(stacked)
     for step in range(steps + 1):
-        if step in wanted:
-            if since:
-                mean = (loss_sum / since).cpu().numpy()
-                rows += [{"model": s, "step": step, "train_loss": float(v)} for s, v in enumerate(mean)]
+        if step in wanted or step in evals:
+            val_acc = None
+            if step in evals:
+                current = stacked.unstack()
+                val_acc = [train.evaluate(net, *val_data)["acc"] for net in current]
+                for s, (net, acc) in enumerate(zip(current, val_acc)):
+                    if acc > best_acc[s]:
+                        best_acc[s], best_state[s] = acc, copy.deepcopy(net.state_dict())
+            if since or val_acc is not None:
+                mean = (loss_sum / since).cpu().numpy() if since else np.full(len(stacked), np.nan)
+                for s, v in enumerate(mean):
+                    row = {"model": s, "step": step, "train_loss": float(v)}
+                    if evals:
+                        row["val_acc"] = float(val_acc[s]) if val_acc is not None else float("nan")
+                    rows.append(row)
                 loss_sum.zero_()
                 since = 0
-            if probe is not None:
+            if step in wanted and probe is not None:
                 outputs.append(probe(step, stacked))
         if step == steps:
             break
+        if lr_schedule != "constant":
+            rate = lr_at(step, steps, lr, lr_schedule)
+            for opt in optimizers:
+                for group in opt.param_groups:
+                    group["lr"] = rate
         idx = next(stream)
         losses, _ = stacked.step(train.as_float(x[idx]), y[idx], precision)
         loss_sum += losses
         since += 1
     stacked.unstack(list(models_))
-    return list(models_), pd.DataFrame(rows, columns=["model", "step", "train_loss"]), outputs
+    if readout == "best_val":
+        with torch.no_grad():
+            for net, state in zip(models_, best_state):
+                net.load_state_dict(state)
+    columns = ["model", "step", "train_loss"] + (["val_acc"] if evals else [])
+    return list(models_), pd.DataFrame(rows, columns=columns), outputs
 
 
 def finetune_steps(n: int, batch_size: int, epochs: float, min_steps: int) -> int:
@@ -369,29 +483,191 @@ def _model_index(config: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def retrain_cells(config: dict) -> list[tuple[str, float, float, str]]:
+    """The retraining cells of a run, as (target, fraction, pre-training λ, intervention), in the
+    order they are stacked (targets, fractions, then models seed-major with λ fastest, then
+    ``config["interventions"]``; the seeds of the run share every cell).
+
+    ``retrain_cells`` = "all" (the default; every stored ``quick`` run): every target × fraction ×
+    λ × intervention. "declared" (issue 17): only the cells a figure or claim reads, with
+    λ* = ``config["reset_decay"]`` (chosen on the regime gate's source validation accuracy):
+
+    (a) every λ: each of ``grid_targets`` at the full target set, ``grid_interventions``
+        (the λ grid of the adaptability figures and the validation-chosen operating point); from a
+        clean source only λ = 0 and λ* (cut to fit the ``long`` budget: the λ-grid figures read
+        the blurred source, whose resets the claims test);
+    (b) λ*: every target × fraction; from a blurred source every intervention but ``reinit``,
+        from a clean source ``none`` only (the clean → clean control of the blurred source);
+    (c) λ = the smallest λ (0): every target × fraction, ``none`` (the reference of the λ claims);
+    (d) from a clean source only: every target × fraction, ``reinit`` — the scratch arm, which
+        does not depend on the source or λ and so is trained once; it sits in the row of the
+        first λ of the run.
+
+    A cell named by two sets is trained once."""
+    targets, fractions = list(config["targets"]), list(config["target_fractions"])
+    decays, interventions = list(config["weight_decays"]), list(config["interventions"])
+    mode = config.get("retrain_cells", "all")
+    if mode == "all":
+        return [(t, f, wd, v) for t in targets for f in fractions for wd in decays for v in interventions]
+    if mode != "declared":
+        raise ValueError(f"retrain_cells must be 'all' or 'declared', got {mode!r}")
+    star = config.get("reset_decay")
+    if star is None or not any(math.isclose(star, wd) for wd in decays):
+        raise ValueError(f"retrain_cells='declared' needs reset_decay among weight_decays {decays}, got {star!r}")
+    star = next(wd for wd in decays if math.isclose(star, wd))
+    blurred = parse_task(config["source"])[1] > 1
+    wanted = set()
+    grid = decays if blurred else [min(decays), star]
+    for wd in grid:                                                            # (a)
+        for t in config.get("grid_targets", []):
+            if t in targets:
+                wanted |= {(t, max(fractions), wd, v) for v in config.get("grid_interventions", ["none"])}
+    for t in targets:
+        for f in fractions:
+            arms = [v for v in interventions if v != "reinit"] if blurred else ["none"]
+            wanted |= {(t, f, star, v) for v in arms}                          # (b)
+            wanted.add((t, f, min(decays), "none"))                            # (c)
+            if not blurred:
+                wanted.add((t, f, decays[0], "reinit"))                        # (d)
+    return [(t, f, wd, v) for t in targets for f in fractions for wd in decays for v in interventions
+            if (t, f, wd, v) in wanted]
+
+
+def shift(x: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Every image moved ``pixels`` to the right (and down), the uncovered border black: a fixed
+    translation, the nuisance "shift" of :func:`nuisance_transform`."""
+    out = torch.zeros_like(x)
+    out[..., pixels:, pixels:] = x[..., : x.shape[-2] - pixels, : x.shape[-1] - pixels]
+    return out
+
+
+def nuisance_transform(name: str, x: torch.Tensor, generator: torch.Generator | None = None):
+    """The transform T of a nuisance direction d = T(x) − x for :func:`zaplib.probes.nuisance_sensitivity`
+    on the float images ``x`` (the whole set, one batch): ``"blurK"`` (:func:`zaplib.data.blur`, the
+    chapter's domain gap), ``"shiftK"`` (:func:`shift` by K pixels) or ``"noise"`` — a fixed Gaussian
+    direction drawn once with ``generator`` (the same for every network, so the reference is paired):
+    the sensitivity along a direction with no structure, against which a nuisance's is read."""
+    if name == "noise":
+        noise = torch.randn(x.shape, generator=generator, device=generator.device if generator else None).to(x.device)
+        return lambda xb: xb + noise[: len(xb)]
+    if name.startswith("blur"):
+        k = float(name[4:])
+        return lambda xb: data.blur(xb, k)
+    if name.startswith("shift"):
+        pixels = int(name[5:])
+        return lambda xb: shift(xb, pixels)
+    raise ValueError(f"unknown nuisance {name!r}; use 'blurK', 'shiftK' or 'noise'")
+
+
+#: log10(|w| / σ_init) histogram of :func:`weight_histogram`: 28 bins over [−6, 1] (|w| = 0 and
+#: anything smaller fall in the first bin, anything larger in the last).
+HIST_RANGE, HIST_BINS = (-6.0, 1.0), 28
+
+
+def weight_histogram(model: nn.Module) -> pd.DataFrame:
+    """Per conv/linear layer, the histogram of log10(|w|/σ_init) (:data:`HIST_RANGE`,
+    :data:`HIST_BINS`): columns layer, bin_lo, bin_hi, count. Whether the small weights form a
+    separate population (a gap in the histogram) or the tail of one decides how much the ε of the
+    definition matters."""
+    edges = np.linspace(*HIST_RANGE, HIST_BINS + 1)
+    rows = []
+    for qn, module in model.named_modules():
+        if not isinstance(module, (nn.Linear, nn.Conv2d)):
+            continue
+        sigma = models.init_weight_std(model, module)
+        w = module.weight.detach().abs().flatten().double().cpu().numpy() / sigma
+        logs = np.clip(np.log10(np.maximum(w, 1e-300)), edges[0], edges[-1])
+        counts, _ = np.histogram(logs, bins=edges)
+        rows += [{"layer": qn, "bin_lo": float(lo), "bin_hi": float(hi), "count": int(c)}
+                 for lo, hi, c in zip(edges[:-1], edges[1:], counts)]
+    return pd.DataFrame(rows, columns=["layer", "bin_lo", "bin_hi", "count"])
+
+
+def unit_table(model: nn.Module, eps: float, x: torch.Tensor | None = None,
+               taus: Sequence[float] = ()) -> pd.DataFrame:
+    """Per hidden layer: units, collapsed units (:func:`zaplib.resets.collapsed_units`: incoming
+    weights and bias below ε·σ_init) and, with images ``x`` and thresholds ``taus``, the units that
+    are *dormant* by their activations (:func:`zaplib.probes.dormant_units`, Sokar et al. 2023),
+    columns ``dormant[τ]`` — the weight-level definition beside the activation-level one of the
+    dormant-neuron literature. The k-th ReLU of a plain net follows its k-th conv/linear layer."""
+    _, table = resets.collapsed_units(model, eps)
+    table = table.drop(columns="weights")
+    if x is not None and len(taus):
+        for tau in taus:
+            dormant = probes.dormant_units(model, train.as_float(x), tau)
+            counts = dormant["dormant"].to_numpy()[: len(table)]
+            table[f"dormant[{tau:g}]"] = np.pad(counts, (0, len(table) - len(counts)), constant_values=-1)
+    return table
+
+
+def benchmark_steps(nets: Sequence[nn.Module], weight_decays: Sequence[float], x: torch.Tensor,
+                    y: torch.Tensor, *, steps: int, batch_size: int, lr: float, momentum: float,
+                    precision: str) -> pd.DataFrame:
+    """Seconds per lock-step training step of copies of ``nets``, stacked (``vmap``) and as
+    :class:`SeparateModels`, measured back to back on the same batches after two warm-up steps
+    (the regime gate's stacking check: keep ``vmap`` only if it is faster here)."""
+    rows = []
+    gens = [samplers.generator(0, "benchmark", s) for s in range(len(nets))]
+    for stack in (True, False):
+        copies = [copy.deepcopy(n) for n in nets]
+        stream = _batch_stream(len(x), min(batch_size, len(x)), gens, x.device)
+        if stack:
+            runner = train.StackedModels(copies, optimizer="sgd", lr=lr, momentum=momentum, grad_mode="func")
+            add_weight_decay(runner, weight_decays)
+        else:
+            runner = SeparateModels(copies, weight_decays, lr, momentum)
+        for k in range(steps + 2):
+            if k == 2:
+                tic = time.perf_counter()
+            idx = next(stream)
+            runner.step(train.as_float(x[idx]), y[idx], precision)
+        rows.append({"phase": "benchmark " + ("stacked" if stack else "separate"), "models": len(nets),
+                     "steps": steps, "image_steps": steps * len(nets) * min(batch_size, len(x)),
+                     "seconds": time.perf_counter() - tic})
+    return pd.DataFrame(rows)
+
+
 def pretrain_and_retrain(config: dict) -> dict:
     """Pre-train on ``config["source"]`` (all seeds × weight decays stacked), then retrain on each
-    target of ``config["targets"]`` for every target-set fraction × intervention. See the module
-    docstring for the four returned tables.
+    target of ``config["targets"]`` the cells of :func:`retrain_cells` (by default every target-set
+    fraction × intervention of every network). See the module docstring for the four main tables;
+    ``timing`` (seconds and image-steps of each training phase) is always returned, and optional
+    keys add tables: ``eps_grid`` → ``eps`` (:func:`zaplib.resets.eps_sensitivity` per model),
+    ``weight_hist`` (:func:`weight_histogram`) and ``units`` (:func:`unit_table`, dormant units at
+    ``dormant_taus`` on ``n_sensitivity`` source validation images); ``nuisances`` → ``nuisance``
+    (per model × target × nuisance, :func:`zaplib.probes.nuisance_sensitivity` on ``n_sensitivity``
+    target test images); ``benchmark_steps`` → benchmark rows in ``timing``.
 
     Seeding (every stream from :func:`zaplib.samplers.generator`): model (seed s, any λ) starts
     from the stream (s, "init") and draws its batches from (s, "pretrain"), so models that differ
     only in λ — or only in the source task — are paired: same init, same batch order. Retraining
     batch order is the stream (s, "finetune", target, fraction index) and is the same for every
     intervention, so interventions are paired too; the re-draws of an intervention use their own
-    stream (s, "intervene", intervention, target).
+    stream (s, "intervene", intervention, target). With ``paired_draws`` they use (s, "intervene",
+    intervention) for every target, and ``reinit`` is the seed's own initial network (the one its
+    pre-training started from) rather than a fresh draw per target — so the scratch arm is the
+    same network whatever the target or source.
+
+    Retraining options (absent = the behaviour of the stored ``quick`` runs): ``lr_schedule``,
+    ``val_evals`` (validation evaluations, evenly spaced) and ``readout`` of :func:`train_stacked`;
+    ``stack_models`` False trains without ``vmap`` (:class:`SeparateModels`, both phases).
     """
     device = get_device(config.get("device"))
     eps = config["eps"]
     index = _model_index(config)
     wds = index["weight_decay"].tolist()
     ft_decay = config.get("finetune_weight_decay", SAME_DECAY)
+    precision = config.get("precision", "fp32")
+    stack = bool(config.get("stack_models", True))
+    paired = bool(config.get("paired_draws", False))
     source = load_task(config["source"], config["n_pretrain"], config["n_val"], config["n_test"], device)
     shape = tuple(source["x_train"].shape[1:])
 
-    nets = []
-    for seed in index["seed"]:
-        nets.append(models.build(model_config(config, shape, source["num_classes"], seed)).to(device))
+    def initial(seed):
+        return models.build(model_config(config, shape, source["num_classes"], seed)).to(device)
+
+    nets = [initial(seed) for seed in index["seed"]]
+    timing = []
 
     # ---- pre-training, fractions probed at every epoch boundary
     bs = config["batch_size"]
@@ -411,12 +687,21 @@ def pretrain_and_retrain(config: dict) -> dict:
         return frame
 
     gens = [samplers.generator(int(seed), "pretrain") for seed in index["seed"]]
+    tic = time.perf_counter()
     nets, losses, pretrain_frames = train_stacked(
         nets, wds, source["x_train"], source["y_train"], steps=steps, batch_size=bs,
         lr=config["lr"], momentum=config["momentum"], generators=gens, probe=pretrain_probe,
-        probe_steps=range(0, steps + 1, per_epoch), precision=config.get("precision", "fp32"))
+        probe_steps=range(0, steps + 1, per_epoch), precision=precision, stack=stack)
+    timing.append({"phase": "pretrain", "models": len(nets), "steps": steps,
+                   "image_steps": steps * len(nets) * min(bs, len(source["x_train"])),
+                   "seconds": time.perf_counter() - tic})
     pretrain = pd.concat(pretrain_frames, ignore_index=True).merge(losses, on=["model", "step"], how="left")
     pretrain = index.merge(pretrain, on="model")
+    extra = {}
+    if config.get("benchmark_steps", 0):
+        bench = benchmark_steps(nets, wds, source["x_train"], source["y_train"], steps=int(config["benchmark_steps"]),
+                                batch_size=bs, lr=config["lr"], momentum=config["momentum"], precision=precision)
+        timing += bench.to_dict("records")
 
     # ---- the pre-trained models: fractions, accuracy, input sensitivity
     targets = {t: load_task(t, config["n_target"], config["n_val"], config["n_test"], device)
@@ -437,9 +722,38 @@ def pretrain_and_retrain(config: dict) -> dict:
         model_rows.append(row)
     model_table = index.merge(pd.DataFrame(model_rows), on="model")
 
-    # ---- retraining: target × fraction × intervention, all stacked
+    # ---- optional measurements of the pre-trained models (issue 17): ε sensitivity, |w| histogram,
+    # unit counts, sensitivity along nuisance directions
+    if config.get("eps_grid"):
+        grid = sorted(set(map(float, config["eps_grid"])) | {float(eps)})
+        x_units = source["x_val"][:n_sens]
+        frames = {"eps": [], "weight_hist": [], "units": []}
+        for s, net in enumerate(nets):
+            frames["eps"].append(resets.eps_sensitivity(net, grid).assign(model=s))
+            frames["weight_hist"].append(weight_histogram(net).assign(model=s))
+            frames["units"].append(unit_table(net, eps, x_units, config.get("dormant_taus", ())).assign(model=s))
+        for name, parts in frames.items():
+            extra[name] = index.merge(pd.concat(parts, ignore_index=True), on="model")
+    if config.get("nuisances"):
+        rows = []
+        for t, task in targets.items():
+            x_t = train.as_float(task["x_test"][:n_sens])
+            transforms = {name: nuisance_transform(name, x_t, samplers.generator(DATA_SEED, "nuisance", name, t))
+                          for name in config["nuisances"]}
+            for s, net in enumerate(nets):
+                for name, transform in transforms.items():
+                    rows.append({"model": s, "target": t, "nuisance": name,
+                                 "sensitivity": probes.nuisance_sensitivity(net, x_t, transform, batch_size=len(x_t))})
+        extra["nuisance"] = index.merge(pd.DataFrame(rows, columns=["model", "target", "nuisance", "sensitivity"]),
+                                        on="model")
+
+    # ---- retraining: the cells of retrain_cells, per target × fraction all stacked
     finetune_rows, dynamics_frames = [], []
+    cells = set(retrain_cells(config))
     interventions = list(config["interventions"])
+    ft_schedule = config.get("lr_schedule", "constant")
+    readout = config.get("readout", "last")
+    n_val_evals = int(config.get("val_evals", 0))
     for t, task in targets.items():
         for f_i, fraction in enumerate(config["target_fractions"]):
             n = max(1, int(round(fraction * len(task["x_train"]))))
@@ -449,27 +763,40 @@ def pretrain_and_retrain(config: dict) -> dict:
             for s, net in enumerate(nets):
                 seed = int(index.seed[s])
                 for intervention in interventions:
-                    draw = samplers.generator(seed, "intervene", intervention, t)
-                    new, n_reset = intervene(net, intervention, eps, draw)
-                    jobs.append({"model": s, "target": t, "fraction": fraction, "n_target": n,
-                                 "steps": ft_steps, "intervention": intervention,
-                                 "finetune_weight_decay": wds[s] if ft_decay == SAME_DECAY else ft_decay,
-                                 "n_reset": n_reset,
-                                 "reset_frac": n_reset / sum(p.numel() for p in new.parameters()),
-                                 "test_acc_before": train.evaluate(new, task["x_test"], task["y_test"])["acc"]})
+                    if (t, fraction, wds[s], intervention) not in cells:
+                        continue
+                    if paired and intervention == "reinit":
+                        # the seed's initial network: what its pre-training started from
+                        new, n_reset = initial(seed), sum(p.numel() for p in net.parameters())
+                    else:
+                        draw = (samplers.generator(seed, "intervene", intervention) if paired else
+                                samplers.generator(seed, "intervene", intervention, t))
+                        new, n_reset = intervene(net, intervention, eps, draw)
+                    job = {"model": s, "target": t, "fraction": fraction, "n_target": n,
+                           "steps": ft_steps, "intervention": intervention,
+                           "finetune_weight_decay": wds[s] if ft_decay == SAME_DECAY else ft_decay,
+                           "n_reset": n_reset,
+                           "reset_frac": n_reset / sum(p.numel() for p in new.parameters()),
+                           "test_acc_before": train.evaluate(new, task["x_test"], task["y_test"])["acc"]}
+                    if intervention == "reset_units":
+                        _, units = resets.collapsed_units(net, eps)
+                        job["n_units_reset"] = int(units.collapsed_units.sum())
+                    jobs.append(job)
                     ft_nets.append(new)
-                    ft_wds.append(jobs[-1]["finetune_weight_decay"])
+                    ft_wds.append(job["finetune_weight_decay"])
                     ft_gens.append(samplers.generator(seed, "finetune", t, f_i))
+            if not jobs:
+                continue
 
             track = math.isclose(fraction, config["track_fraction"]) and "none" in interventions
             probe, schedule = None, ()
-            if track:
-                tracked = [k for k, job in enumerate(jobs) if job["intervention"] == "none"]
+            tracked = [k for k, job in enumerate(jobs) if job["intervention"] == "none"] if track else []
+            if tracked:
                 groups = {k: weight_groups(ft_nets[k], eps) for k in tracked}
                 xp, yp = x_t[: config["probe_batch"]], y_t[: config["probe_batch"]]
                 last = {}
 
-                def probe(step, stacked, tracked=tracked, groups=groups, xp=xp, yp=yp, last=last):
+                def probe(step, stacked, tracked=tracked, groups=groups, xp=xp, yp=yp, last=last, jobs=jobs):
                     frames = []
                     current = stacked.unstack()
                     for k in tracked:
@@ -487,25 +814,38 @@ def pretrain_and_retrain(config: dict) -> dict:
 
                 schedule = probe_schedule(ft_steps, config["n_probes"])
 
-            ft_nets, _, probe_out = train_stacked(
+            tic = time.perf_counter()
+            ft_nets, ft_losses, probe_out = train_stacked(
                 ft_nets, ft_wds, x_t, y_t, steps=ft_steps, batch_size=bs, lr=config["lr"],
                 momentum=config["momentum"], generators=ft_gens, probe=probe, probe_steps=schedule,
-                precision=config.get("precision", "fp32"))
-            for job, net in zip(jobs, ft_nets):
+                precision=precision, stack=stack, lr_schedule=ft_schedule,
+                val_data=(task["x_val"], task["y_val"]) if n_val_evals else None,
+                val_steps=val_schedule(ft_steps, n_val_evals), readout=readout)
+            timing.append({"phase": f"retrain {t} {fraction:g}", "models": len(ft_nets), "steps": ft_steps,
+                           "image_steps": ft_steps * len(ft_nets) * min(bs, n), "seconds": time.perf_counter() - tic})
+            best_step = {}
+            if n_val_evals:
+                evals = ft_losses.dropna(subset=["val_acc"])
+                best = evals.loc[evals.groupby("model").val_acc.idxmax()]
+                best_step = dict(zip(best.model, best.step))
+            for k, (job, net) in enumerate(zip(jobs, ft_nets)):
                 pooled = frozen_table(net, eps).set_index("layer").loc["all"]
-                finetune_rows.append({
-                    **job,
-                    "val_acc": train.evaluate(net, task["x_val"], task["y_val"])["acc"],
-                    "test_acc": train.evaluate(net, task["x_test"], task["y_test"])["acc"],
-                    "frozen_frac_after": pooled.frozen_frac,
-                    "mutually_frozen_frac_after": pooled.mutually_frozen_frac})
+                row = {**job,
+                       "val_acc": train.evaluate(net, task["x_val"], task["y_val"])["acc"],
+                       "test_acc": train.evaluate(net, task["x_test"], task["y_test"])["acc"],
+                       "frozen_frac_after": pooled.frozen_frac,
+                       "mutually_frozen_frac_after": pooled.mutually_frozen_frac}
+                if n_val_evals:
+                    row["best_step"] = int(best_step[k])
+                finetune_rows.append(row)
             if probe_out:
                 frame = pd.concat(probe_out, ignore_index=True)
                 frame.insert(1, "target", t)
                 frame.insert(2, "fraction", fraction)
                 dynamics_frames.append(frame)
 
-    finetune = index.merge(pd.DataFrame(finetune_rows), on="model")
+    finetune = index.merge(pd.DataFrame(finetune_rows), on="model") if finetune_rows else pd.DataFrame(
+        columns=[*index.columns, "target", "fraction", "intervention", "test_acc"])
     finetune.insert(3, "source", config["source"])
     if not dynamics_frames:  # nothing probed: an empty table with the usual columns
         dynamics_frames = [pd.DataFrame(columns=["model", "target", "fraction", "step", "layer", "group",
@@ -513,12 +853,15 @@ def pretrain_and_retrain(config: dict) -> dict:
     dynamics = index.merge(pd.concat(dynamics_frames, ignore_index=True), on="model")
     dynamics.insert(3, "source", config["source"])
     pretrain.insert(3, "source", config["source"])
-    return {"pretrain": pretrain, "models": model_table, "finetune": finetune, "dynamics": dynamics}
+    return {"pretrain": pretrain, "models": model_table, "finetune": finetune, "dynamics": dynamics,
+            "timing": pd.DataFrame(timing, columns=["phase", "models", "steps", "image_steps", "seconds"]),
+            **extra}
 
 
 __all__ = [
-    "INTERVENTIONS", "GROUPS", "parse_task", "parse_transfer", "load_task",
-    "model_config", "add_weight_decay", "train_stacked", "finetune_steps", "probe_schedule",
-    "frozen_table", "weight_groups", "intervene", "dynamics_probe", "correlation",
-    "pretrain_and_retrain", "SAME_DECAY",
+    "INTERVENTIONS", "GROUPS", "LR_SCHEDULES", "READOUTS", "parse_task", "parse_transfer", "load_task",
+    "model_config", "add_weight_decay", "SeparateModels", "lr_at", "val_schedule", "train_stacked",
+    "finetune_steps", "probe_schedule", "frozen_table", "weight_groups", "intervene", "dynamics_probe",
+    "correlation", "retrain_cells", "shift", "nuisance_transform", "weight_histogram", "unit_table",
+    "benchmark_steps", "pretrain_and_retrain", "SAME_DECAY",
 ]

@@ -195,6 +195,45 @@ def relu_activity(model: nn.Module, x: torch.Tensor) -> pd.DataFrame:
 
 
 @torch.no_grad()
+def dormant_units(model: nn.Module, x: torch.Tensor, tau: float = 0.0, batch_size: int = 500) -> pd.DataFrame:
+    """τ-dormant units (Sokar, Agarwal, Castro & Evci 2023, *The Dormant Neuron Phenomenon in Deep
+    RL*, Def. 3.1): a unit's score is its mean absolute activation over ``x`` divided by the mean of
+    that over the units of its layer, s_i = E|h_i| / ((1/H)·Σ_k E|h_k|), and the unit is dormant when
+    s_i ≤ τ (τ = 0: never active on ``x``). Channels are the units of a conv layer (their mean runs
+    over positions too). One row per ReLU site of :func:`relu_sites`, in forward order: site, units,
+    dormant, dormant_frac. A layer whose units are all silent counts every unit as dormant.
+
+    Float images in [0, 1] or uint8 (scaled first); eval mode; batches of ``batch_size``."""
+    sums, counts, handles = {}, {}, []
+
+    def hook(name):
+        def record(_module, _inputs, output):
+            per_unit = output.abs().transpose(0, 1).flatten(1) if output.dim() > 1 else output.abs()[None]
+            sums[name] = sums.get(name, 0) + per_unit.sum(1).double()
+            counts[name] = counts.get(name, 0) + per_unit.shape[1]
+        return record
+
+    for name, module in relu_sites(model).items():
+        handles.append(module.register_forward_hook(hook(name)))
+    try:
+        with _eval_mode(model):
+            for start in range(0, len(x), batch_size):
+                model(as_float(x[start : start + batch_size]))
+    finally:
+        for h in handles:
+            h.remove()
+    rows = []
+    for name in sums:
+        mean = sums[name] / counts[name]
+        layer_mean = float(mean.mean())
+        score = mean / layer_mean if layer_mean > 0 else torch.zeros_like(mean)
+        dormant = int((score <= tau).sum())
+        rows.append({"site": name, "units": int(mean.numel()), "dormant": dormant,
+                     "dormant_frac": dormant / max(int(mean.numel()), 1)})
+    return pd.DataFrame(rows, columns=["site", "units", "dormant", "dormant_frac"])
+
+
+@torch.no_grad()
 def perturbed_loss_sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.1,
                              draws: int = 3, generator: torch.Generator | None = None) -> tuple[float, float]:
     """A sharpness proxy: the mean curvature-driven loss increase on ``(x, y)`` under random
@@ -309,6 +348,7 @@ def nuisance_sensitivity(model, x, transform, batch_size: int = 200, reduction: 
 
 
 __all__ = [
+    "dormant_units",
     "nuisance_sensitivity",
     "pgd_attack",
     "perturb_weights",
