@@ -989,8 +989,6 @@ CHAPTER = Chapter(
     },
     experiments=("zapping-pretrain", "zapping-transfer"),
     name="zapping",
-    # published at quick while the long runs are computed in chunks (issue 14); long once all stored
-    published="quick",
     title="Reset it and forget it: zapping, ASB and meta-ASB",
     notebook="book/zapping.ipynb",
     description=(
