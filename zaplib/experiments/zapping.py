@@ -1061,7 +1061,7 @@ CHAPTER = Chapter(
                  "report_seeds": [0, 1, 2, 3, 4], "val_seeds": [103, 104, 105],
                  "finetune_methods": ["iid"], "finetune_protocols": ["iid"],
                  "finetune_pretrain_seeds": 5, "finetune_classes": 200,
-                 "iid_transfer_lrs": [1e-3, 3e-3, 1e-2, 3e-2], "finetune_val_seeds": [103],
+                 "iid_transfer_lrs": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2], "finetune_val_seeds": [103],
                  "finetune_report_seeds": [0, 1, 2], "bug_seeds": [0, 1, 2, 3, 4]},
         "paper": {"channels": 256, "nm_channels": 112, "pretrain_seeds": [0, 1, 2],
                   "meta_seeds": [0, 1, 2], "anml_seeds": [0, 1, 2], "iid_epochs": 10,
