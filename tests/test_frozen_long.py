@@ -19,7 +19,7 @@ def test_quick_configs_keep_the_keys_of_the_stored_runs():
     quick = runner.resolve_params("frozen_weights", profile="quick")
     keys = {store.run_key(c, fw.run.code_version) for d in quick["finetune_weight_decays"] for c in fw.configs(quick, d)}
     stored = {p.name for p in (store.project_root() / "results" / fw.EXPERIMENT).iterdir() if p.is_dir()}
-    assert keys == stored  # new keys enter a config only when non-default
+    assert len(keys) == 6 and keys <= stored  # new keys enter a config only when non-default
 
 
 def test_gate_seeds_are_apart_and_only_the_gate_is_planned_before_it_is_stored(tmp_path):
@@ -87,14 +87,16 @@ def test_declared_cells_count_dedupe_and_keep_scratch_in_the_clean_run():
     settings = fw.Settings("bf16", False, 0.01)
     blurred, clean = (next(c for c in fw.configs(LONG, 0.001, settings) if c["source"] == s)
                       for s in ("mnist:blur4", "mnist"))
-    for config, full, few in ((blurred, 15, 10), (clean, 8, 6)):
+    for config, full, few in ((blurred, 15, 6), (clean, 8, 6)):
         cells = frozen.retrain_cells(config)
         assert len(cells) == len(set(cells))
         assert sum(c[1] == 1.0 for c in cells) == full and sum(c[1] == 0.01 for c in cells) == few
     assert not any(c[3] == "reinit" for c in frozen.retrain_cells(blurred))
     assert {c[2] for c in frozen.retrain_cells(clean) if c[3] == "reinit"} == {0.0}
-    assert {c[3] for c in frozen.retrain_cells(blurred) if c[2] == 0.01 and c[1] == 0.01} == {
+    assert {c[3] for c in frozen.retrain_cells(blurred) if c[2] == 0.01 and c[1] == 1.0} == {
         "none", "reset_mutual", "reset_random", "reset_units"}
+    # cut 3: the random and unit-level controls only at the full target set, where they are claimed
+    assert {c[3] for c in frozen.retrain_cells(blurred) if c[2] == 0.01 and c[1] == 0.01} == {"none", "reset_mutual"}
     quick = fw.configs(runner.resolve_params("frozen_weights", profile="quick"))[0]
     assert len(frozen.retrain_cells(quick)) == 2 * 3 * 5 * 5  # all: targets × fractions × λ × interventions
 

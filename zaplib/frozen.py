@@ -496,8 +496,10 @@ def retrain_cells(config: dict) -> list[tuple[str, float, float, str]]:
         (the λ grid of the adaptability figures and the validation-chosen operating point); from a
         clean source only λ = 0 and λ* (cut to fit the ``long`` budget: the λ-grid figures read
         the blurred source, whose resets the claims test);
-    (b) λ*: every target × fraction; from a blurred source every intervention but ``reinit``,
-        from a clean source ``none`` only (the clean → clean control of the blurred source);
+    (b) λ*: every target × fraction; from a blurred source every intervention but ``reinit`` at
+        the full target set and ``none`` / ``reset_mutual`` at the smaller ones (the random and
+        unit-level controls are claimed at the full set only: cut 3 of the long plan, after the
+        gate chose fp32), from a clean source ``none`` only (the clean → clean control);
     (c) λ = the smallest λ (0): every target × fraction, ``none`` (the reference of the λ claims);
     (d) from a clean source only: every target × fraction, ``reinit`` — the scratch arm, which
         does not depend on the source or λ and so is trained once; it sits in the row of the
@@ -525,6 +527,8 @@ def retrain_cells(config: dict) -> list[tuple[str, float, float, str]]:
     for t in targets:
         for f in fractions:
             arms = [v for v in interventions if v != "reinit"] if blurred else ["none"]
+            if f < max(fractions):  # cut 3 of the long plan: the controls only where their claims read them
+                arms = [v for v in arms if v in ("none", "reset_mutual")]
             wanted |= {(t, f, star, v) for v in arms}                          # (b)
             wanted.add((t, f, min(decays), "none"))                            # (c)
             if not blurred:
