@@ -224,6 +224,20 @@ class SeparateModels:
         return list(models_)
 
 
+def _lockstep_trainer(models_: Sequence[nn.Module], weight_decays: Sequence[float], lr: float,
+                      momentum: float, stack: bool):
+    """The S models as one :class:`~zaplib.train.StackedModels` (``vmap``; per-model coupled L2 via
+    :func:`add_weight_decay`) or as :class:`SeparateModels`, with the optimisers whose learning
+    rate a schedule sets: (trainer, optimizers)."""
+    if stack:
+        stacked = train.StackedModels(list(models_), optimizer="sgd", lr=lr, momentum=momentum,
+                                      grad_mode="func")  # vmapped backward: ~1.5–2× faster here
+        add_weight_decay(stacked, weight_decays)
+        return stacked, [stacked.optimizer]
+    separate = SeparateModels(models_, weight_decays, lr, momentum)
+    return separate, separate.optimizers
+
+
 def lr_at(step: int, steps: int, lr: float, schedule: str = "constant") -> float:
     """The learning rate of optimiser step ``step`` (0-based) of ``steps``: ``"constant"``, or
     ``"cosine"`` annealing to 0 without restarts (Loshchilov & Hutter 2017, SGDR, eq. 5 with one
@@ -277,14 +291,7 @@ def train_stacked(models_: Sequence[nn.Module], weight_decays: Sequence[float], 
     if readout == "best_val" and (val_data is None or not len(val_steps)):
         raise ValueError("readout='best_val' needs val_data and val_steps")
     batch_size = min(batch_size, len(x))
-    if stack:
-        stacked = train.StackedModels(list(models_), optimizer="sgd", lr=lr, momentum=momentum,
-                                      grad_mode="func")  # vmapped backward: ~1.5–2× faster here
-        add_weight_decay(stacked, weight_decays)
-        optimizers = [stacked.optimizer]
-    else:
-        stacked = SeparateModels(models_, weight_decays, lr, momentum)
-        optimizers = stacked.optimizers
+    stacked, optimizers = _lockstep_trainer(models_, weight_decays, lr, momentum, stack)
     wanted = set(int(s) for s in probe_steps)
     evals = set(int(s) for s in val_steps) if val_data is not None else set()
     stream = _batch_stream(len(x), batch_size, generators, x.device)
@@ -597,9 +604,9 @@ def unit_table(model: nn.Module, eps: float, x: torch.Tensor | None = None,
     _, table = resets.collapsed_units(model, eps)
     table = table.drop(columns="weights")
     if x is not None and len(taus):
+        scores = probes.dormant_scores(model, train.as_float(x))  # one forward pass for every τ
         for tau in taus:
-            dormant = probes.dormant_units(model, train.as_float(x), tau)
-            counts = dormant["dormant"].to_numpy()[: len(table)]
+            counts = probes.dormant_table(scores, tau)["dormant"].to_numpy()[: len(table)]
             table[f"dormant[{tau:g}]"] = np.pad(counts, (0, len(table) - len(counts)), constant_values=-1)
     return table
 
@@ -615,11 +622,7 @@ def benchmark_steps(nets: Sequence[nn.Module], weight_decays: Sequence[float], x
     for stack in (True, False):
         copies = [copy.deepcopy(n) for n in nets]
         stream = _batch_stream(len(x), min(batch_size, len(x)), gens, x.device)
-        if stack:
-            runner = train.StackedModels(copies, optimizer="sgd", lr=lr, momentum=momentum, grad_mode="func")
-            add_weight_decay(runner, weight_decays)
-        else:
-            runner = SeparateModels(copies, weight_decays, lr, momentum)
+        runner, _ = _lockstep_trainer(copies, weight_decays, lr, momentum, stack)
         for k in range(steps + 2):
             if k == 2:
                 tic = time.perf_counter()

@@ -168,69 +168,78 @@ def relu_sites(model: nn.Module) -> dict[str, nn.Module]:
     return sites
 
 
+def _record_relu_sites(model: nn.Module, batches, record) -> None:
+    """Run ``batches`` through ``model`` in eval mode with ``record(site, output)`` hooked on every
+    site of :func:`relu_sites` (the hooks are removed afterwards, even on error)."""
+    handles = [module.register_forward_hook(lambda _m, _i, output, name=name: record(name, output))
+               for name, module in relu_sites(model).items()]
+    try:
+        with _eval_mode(model):
+            for xb in batches:
+                model(xb)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @torch.no_grad()
 def relu_activity(model: nn.Module, x: torch.Tensor) -> pd.DataFrame:
     """Fraction of active ReLUs on the float batch ``x`` (eval mode), via forward hooks on
     :func:`relu_sites`: ``frac_active`` = share of (image, unit) entries > 0; ``frac_dead`` = share
     of channels (features, for flat layers) that are > 0 for no image and no position."""
-    stats, handles = {}, []
+    stats = {}
 
-    def hook(name):
-        def record(_module, _inputs, output):
-            active = output > 0
-            per_channel = active.transpose(0, 1).flatten(1).any(1) if active.dim() > 1 else active
-            stats[name] = (float(active.float().mean()), float(1 - per_channel.float().mean()))
-        return record
+    def record(name, output):
+        active = output > 0
+        per_channel = active.transpose(0, 1).flatten(1).any(1) if active.dim() > 1 else active
+        stats[name] = (float(active.float().mean()), float(1 - per_channel.float().mean()))
 
-    for name, module in relu_sites(model).items():
-        handles.append(module.register_forward_hook(hook(name)))
-    try:
-        with _eval_mode(model):
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _record_relu_sites(model, [x], record)
     return pd.DataFrame([{"site": k, "order": i, "frac_active": v[0], "frac_dead": v[1]}
                          for i, (k, v) in enumerate(stats.items())])
 
 
 @torch.no_grad()
-def dormant_units(model: nn.Module, x: torch.Tensor, tau: float = 0.0, batch_size: int = 500) -> pd.DataFrame:
-    """τ-dormant units (Sokar, Agarwal, Castro & Evci 2023, *The Dormant Neuron Phenomenon in Deep
-    RL*, Def. 3.1): a unit's score is its mean absolute activation over ``x`` divided by the mean of
-    that over the units of its layer, s_i = E|h_i| / ((1/H)·Σ_k E|h_k|), and the unit is dormant when
-    s_i ≤ τ (τ = 0: never active on ``x``). Channels are the units of a conv layer (their mean runs
-    over positions too). One row per ReLU site of :func:`relu_sites`, in forward order: site, units,
-    dormant, dormant_frac. A layer whose units are all silent counts every unit as dormant.
+def dormant_scores(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> dict[str, torch.Tensor]:
+    """Per ReLU site of :func:`relu_sites` (forward order), every unit's dormancy score of Sokar,
+    Agarwal, Castro & Evci 2023 (*The Dormant Neuron Phenomenon in Deep RL*, Def. 3.1): its mean
+    absolute activation over ``x`` divided by the mean of that over the units of its layer,
+    s_i = E|h_i| / ((1/H)·Σ_k E|h_k|) (0 for every unit of a layer that is silent throughout).
+    Channels are the units of a conv layer (their mean runs over positions too). Float images in
+    [0, 1] or uint8 (scaled first); eval mode; one pass in batches of ``batch_size``."""
+    sums, counts = {}, {}
 
-    Float images in [0, 1] or uint8 (scaled first); eval mode; batches of ``batch_size``."""
-    sums, counts, handles = {}, {}, []
+    def record(name, output):
+        per_unit = output.abs().transpose(0, 1).flatten(1) if output.dim() > 1 else output.abs()[None]
+        sums[name] = sums.get(name, 0) + per_unit.sum(1).double()
+        counts[name] = counts.get(name, 0) + per_unit.shape[1]
 
-    def hook(name):
-        def record(_module, _inputs, output):
-            per_unit = output.abs().transpose(0, 1).flatten(1) if output.dim() > 1 else output.abs()[None]
-            sums[name] = sums.get(name, 0) + per_unit.sum(1).double()
-            counts[name] = counts.get(name, 0) + per_unit.shape[1]
-        return record
-
-    for name, module in relu_sites(model).items():
-        handles.append(module.register_forward_hook(hook(name)))
-    try:
-        with _eval_mode(model):
-            for start in range(0, len(x), batch_size):
-                model(as_float(x[start : start + batch_size]))
-    finally:
-        for h in handles:
-            h.remove()
-    rows = []
+    _record_relu_sites(model, (as_float(x[start : start + batch_size]) for start in range(0, len(x), batch_size)),
+                       record)
+    scores = {}
     for name in sums:
         mean = sums[name] / counts[name]
         layer_mean = float(mean.mean())
-        score = mean / layer_mean if layer_mean > 0 else torch.zeros_like(mean)
+        scores[name] = mean / layer_mean if layer_mean > 0 else torch.zeros_like(mean)
+    return scores
+
+
+def dormant_table(scores: dict[str, torch.Tensor], tau: float = 0.0) -> pd.DataFrame:
+    """τ-dormant units from :func:`dormant_scores`: a unit is dormant when its score is ≤ τ (τ = 0:
+    never active on the images). One row per site: site, units, dormant, dormant_frac; a layer
+    whose units are all silent counts every unit as dormant."""
+    rows = []
+    for name, score in scores.items():
         dormant = int((score <= tau).sum())
-        rows.append({"site": name, "units": int(mean.numel()), "dormant": dormant,
-                     "dormant_frac": dormant / max(int(mean.numel()), 1)})
+        rows.append({"site": name, "units": int(score.numel()), "dormant": dormant,
+                     "dormant_frac": dormant / max(int(score.numel()), 1)})
     return pd.DataFrame(rows, columns=["site", "units", "dormant", "dormant_frac"])
+
+
+def dormant_units(model: nn.Module, x: torch.Tensor, tau: float = 0.0, batch_size: int = 500) -> pd.DataFrame:
+    """τ-dormant units of ``model`` on ``x`` (Sokar et al. 2023, Def. 3.1): :func:`dormant_table`
+    of :func:`dormant_scores`. For several τ, compute the scores once and threshold each."""
+    return dormant_table(dormant_scores(model, x, batch_size), tau)
 
 
 @torch.no_grad()
@@ -348,6 +357,8 @@ def nuisance_sensitivity(model, x, transform, batch_size: int = 200, reduction: 
 
 
 __all__ = [
+    "dormant_scores",
+    "dormant_table",
     "dormant_units",
     "nuisance_sensitivity",
     "pgd_attack",
