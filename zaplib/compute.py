@@ -161,12 +161,9 @@ def compute(chapter: Chapter | str, params: dict | None = None, profile: str | N
             print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"), file=out)
         module = chapter_module(chapter)
         if hasattr(module, "full_plan"):  # every stage at once, later choices as placeholders
-            import inspect
-
-            # a chapter whose later choices are already stored (its gate) plans with them
-            takes_store = "store" in inspect.signature(module.full_plan).parameters
-            plan = module.full_plan(params, store=store) if takes_store else module.full_plan(params)
-            whole = [PlannedRun(fn, c, fn.experiment, code_version(fn.experiment, fn)) for fn, c in plan]
+            # with the store: a chapter whose later choices are already stored (a gate) plans with them
+            whole = [PlannedRun(fn, c, fn.experiment, code_version(fn.experiment, fn))
+                     for fn, c in module.full_plan(params, store=store)]
             cache: dict = {}
             for run in whole:
                 run.estimate_s = estimate_seconds(store, run, module, cache)

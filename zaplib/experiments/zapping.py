@@ -528,9 +528,10 @@ def _protocol_runs(params, store, best_lr) -> list:
     return runs
 
 
-def full_plan(params) -> list:
+def full_plan(params, store=None) -> list:
     """Every run of the profile, later stages with the middle learning rate of each grid as a
-    placeholder and i.i.d. pre-training at bf16 when ``precision`` is auto.
+    placeholder and i.i.d. pre-training at bf16 when ``precision`` is auto (``store`` is not read:
+    the placeholders keep the plan independent of what is stored).
 
     For ``compute --dry-run``'s cost table only: what is computed is :func:`planned_runs`, stage by
     stage (the gate decides the precision and the choice runs decide the learning rates)."""
