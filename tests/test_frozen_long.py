@@ -97,6 +97,8 @@ def test_declared_cells_count_dedupe_and_keep_scratch_in_the_clean_run():
         "none", "reset_mutual", "reset_random", "reset_units"}
     # cut 3: the random and unit-level controls only at the full target set, where they are claimed
     assert {c[3] for c in frozen.retrain_cells(blurred) if c[2] == 0.01 and c[1] == 0.01} == {"none", "reset_mutual"}
+    # cut 5: the clean source pre-trains only λ = 0, λ* and the largest λ; the blurred one all four
+    assert blurred["weight_decays"] == LONG["weight_decays"] and clean["weight_decays"] == [0.0, 0.01, 0.03]
     quick = fw.configs(runner.resolve_params("frozen_weights", profile="quick"))[0]
     assert len(frozen.retrain_cells(quick)) == 2 * 3 * 5 * 5  # all: targets × fractions × λ × interventions
 
