@@ -242,6 +242,8 @@ def path_config(path: Sequence[Step], seed: int, data_cfg: dict, model_cfg: dict
 
     ``data_cfg``: ``dataset`` (for ``data.load``), ``n_train``, ``n_val`` (both drawn from the
     training set by a permutation seeded with ``data_seed``), ``n_test`` (0 = the whole test set),
+    optionally ``n_select`` (a regime gate's evaluation images: the next ``n_select`` training
+    images after the first ``n_train``; every "test" number of the run is then on them),
     ``resolution`` (image side after area down-sampling; None = native). ``model_cfg``: ``name``
     (a :data:`zaplib.models.MODEL_BUILDERS` name) plus its settings (channels and input size are
     filled in).
@@ -279,16 +281,24 @@ def _resample(x: torch.Tensor, side: int | None) -> torch.Tensor:
 def _prepared(data_json: str, device: str) -> data.Subset:
     cfg = json.loads(data_json)
     ds = data.load(cfg["dataset"], device=device)
-    n_train, n_val = int(cfg["n_train"]), int(cfg["n_val"])
-    if n_train + n_val > len(ds.y_train):
-        raise ValueError(f"n_train + n_val = {n_train + n_val} > {len(ds.y_train)} training images")
+    n_train, n_val, n_select = int(cfg["n_train"]), int(cfg["n_val"]), int(cfg.get("n_select", 0))
+    if n_select and n_train <= 0:
+        raise ValueError("n_select needs an explicit n_train: the select images follow the training images")
+    if n_train + n_select + n_val > len(ds.y_train):
+        raise ValueError(f"n_train + n_select + n_val = {n_train + n_select + n_val} > {len(ds.y_train)} training images")
     # The offline CIFAR-10 file is sorted by class: a seeded permutation, never "the first n".
-    s = data.subset(ds, n_train=n_train if n_train > 0 else None, n_val=n_val,
+    # Training sets are nested prefixes of it (data.subset), so the select images — the next
+    # n_select of the permutation — leave the training and validation images unchanged.
+    s = data.subset(ds, n_train=(n_train + n_select) if n_train > 0 else None, n_val=n_val,
                     n_test=int(cfg.get("n_test", 0)) or None,
                     generator=samplers.generator(int(cfg.get("data_seed", 0)), "split"))
     side = cfg.get("resolution")
-    return data.Subset(_resample(s.x_train, side), s.y_train, _resample(s.x_val, side), s.y_val,
-                       _resample(s.x_test, side), s.y_test, s.num_classes, s.name)
+    x_eval, y_eval = s.x_test, s.y_test
+    if n_select:  # a regime gate evaluates on held-out training images, never on the test set
+        x_eval, y_eval = s.x_train[n_train:], s.y_train[n_train:]
+    x_train, y_train = s.x_train[:n_train] if n_train > 0 else s.x_train, s.y_train[:n_train] if n_train > 0 else s.y_train
+    return data.Subset(_resample(x_train, side), y_train, _resample(s.x_val, side), s.y_val,
+                       _resample(x_eval, side), y_eval, s.num_classes, s.name)
 
 
 def prepare_data(data_cfg: dict, device=None) -> data.Subset:
