@@ -222,3 +222,12 @@ def test_the_long_dry_run_prices_the_whole_profile(tmp_path):
     out = io.StringIO()
     zc.compute("frozen_weights", None, "long", dry_run=True, workers=2, store=store.Store(tmp_path), out=out)
     assert "whole profile" in out.getvalue() and "gate bf16, 4 λ" in out.getvalue()
+
+
+def test_with_scratch_fills_reinit_from_the_same_target_size_and_seed_only():
+    acc = pd.DataFrame({"target": ["mnist", "mnist", "mnist", "fashion_mnist"], "fraction": [0.01, 0.01, 0.01, 0.01],
+                        "seed": [0, 0, 1, 0], "transfer": ["a", "b", "a", "c"], "none": [0.5, 0.6, 0.7, 0.8],
+                        "reinit": [np.nan, 0.9, np.nan, np.nan]})
+    filled = fw.with_scratch(acc)
+    assert filled.reinit.tolist()[:2] == [0.9, 0.9] and np.isnan(filled.reinit.iloc[2]) and np.isnan(filled.reinit.iloc[3])
+    assert filled["none"].tolist() == acc["none"].tolist()

@@ -581,6 +581,22 @@ def accuracies(finetune: pd.DataFrame) -> pd.DataFrame:
     return finetune.pivot_table(index=index, columns="intervention", values="test_acc").reset_index()
 
 
+def with_scratch(acc: pd.DataFrame) -> pd.DataFrame:
+    """``acc`` (:func:`accuracies`) with every missing ``reinit`` filled from the scratch arm of the
+    same target, target-set size and seed (and regime, when present). With declared cells
+    (:func:`zaplib.frozen.retrain_cells`, set (d)) the scratch arm is trained once per target and
+    size, in the clean source's run; with ``paired_draws`` it is the seed's own initial network, so
+    it is the same network whatever the source or λ, and ``reinit − none`` pairs by seed in every
+    cell."""
+    if "reinit" not in acc:
+        return acc
+    keys = [c for c in ("regime", "target", "fraction", "seed") if c in acc.columns]
+    scratch = acc.dropna(subset=["reinit"]).groupby(keys).reinit.mean().rename("scratch")
+    out = acc.merge(scratch.reset_index(), on=keys, how="left")
+    out["reinit"] = out.reinit.fillna(out.pop("scratch"))
+    return out
+
+
 def adaptability(finetune: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
     """:func:`accuracies` (main regime) joined with each network's properties before retraining:
     its fractions, source accuracy, and ``sensitivity`` = input sensitivity on the target's images."""
