@@ -113,14 +113,31 @@ DEFAULT_CONFIG: dict = {
 }
 
 
+#: Knobs added after runs were stored (issue 15): a config carries one only when it differs from
+#: this default, so every run stored before keeps its key.
+#:
+#: - ``precision``: training precision of every step (fp32 | bf16 autocast, :func:`zaplib.train.autocast`);
+#: - ``init``: the ResNet-18's initialisation, ``pytorch`` (every module's default) or
+#:   ``official`` (LURE's code: conv Kaiming-normal fan-out, BN 1/0; :class:`zaplib.models.ResNetOfficialInit`);
+#: - ``llf_form``: ``ours`` (conv/linear weights and biases of ``llf_layers``) or ``official``
+#:   (LURE's code: the 1×1 shortcut convs stay, the fc bias is kept);
+#: - ``n_select``: evaluate on this many training images outside the pool instead of the test set
+#:   (a regime gate's split: the next ``n_select`` images of the stream's shuffle; None: the test set).
+OPTIONAL_CONFIG: dict = {"precision": "fp32", "init": "pytorch", "llf_form": "ours", "n_select": None}
+
+
 def make_config(**overrides) -> dict:
     """A complete :func:`run_stream` config: :data:`DEFAULT_CONFIG` updated by ``overrides``
-    (unknown keys are an error, so a typo cannot silently fall back to a default)."""
-    unknown = sorted(set(overrides) - set(DEFAULT_CONFIG))
+    (unknown keys are an error, so a typo cannot silently fall back to a default); the keys of
+    :data:`OPTIONAL_CONFIG` enter only with a value other than their default."""
+    unknown = sorted(set(overrides) - set(DEFAULT_CONFIG) - set(OPTIONAL_CONFIG))
     if unknown:
-        raise KeyError(f"unknown stream config keys {unknown}; known: {sorted(DEFAULT_CONFIG)}")
+        raise KeyError(f"unknown stream config keys {unknown}; known: {sorted({**DEFAULT_CONFIG, **OPTIONAL_CONFIG})}")
     config = copy.deepcopy(DEFAULT_CONFIG)
     config.update(copy.deepcopy(overrides))
+    for key, default in OPTIONAL_CONFIG.items():
+        if config.get(key, default) == default:
+            config.pop(key, None)
     _check(config)
     return config
 
@@ -136,6 +153,12 @@ def _check(config: dict) -> None:
         raise ValueError(f"score_data must be 'previous' or 'upcoming', got {config['score_data']!r}")
     if not 0 < config["val_fraction"] < 1:
         raise ValueError("val_fraction must lie in (0, 1)")
+    choices = {"precision": ("fp32", "bf16"), "init": ("pytorch", "official"), "llf_form": ("ours", "official")}
+    for key, allowed in choices.items():
+        if config.get(key, OPTIONAL_CONFIG[key]) not in allowed:
+            raise ValueError(f"{key} must be one of {allowed}, got {config[key]!r}")
+    if config.get("init", "pytorch") != "pytorch" and config["model"] != "resnet18":
+        raise ValueError(f"init {config['init']!r} is an option of the ResNet-18 only, not of {config['model']!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +261,8 @@ def model_config(config: dict, num_classes: int, in_channels: int = 3) -> dict:
     cfg = {"model": name, "num_classes": num_classes, "seed": int(config["seed"])}
     if name == "resnet18":
         cfg["width"] = config["width"]
+        if config.get("init", "pytorch") != "pytorch":
+            cfg["init"] = config["init"]
         if in_channels == 1:
             mean, std = _GREY_STATS.get(config["dataset"], ((0.5,), (0.25,)))
             cfg.update(in_channels=1, mean=mean, std=std)
@@ -267,7 +292,8 @@ def apply_method(model: nn.Module, config: dict, score_batch=None,
     - ``sp``: :func:`zaplib.resets.shrink_perturb` on every parameter (LURE's code also shrinks
       biases and BN parameters), ``sp_form`` noise (code) or fresh (Ash & Adams).
     - ``llf``: :func:`zaplib.resets.reinit_layers` on ``llf_layers`` (conv/linear only; BN kept),
-      with the model's own init (PyTorch default = LURE's kaiming_uniform(a=√5) for conv/linear).
+      with the model's own init (PyTorch default = LURE's kaiming_uniform(a=√5) for conv/linear);
+      ``llf_form="official"`` leaves the 1×1 shortcut convs and the fc bias alone (LURE's code).
     - ``lure``: :func:`zaplib.resets.lure_reset` scored on ``score_batch`` = (x float, y).
     - ``scratch``: every module re-initialised (the caller also makes a fresh optimiser).
     """
@@ -278,7 +304,9 @@ def apply_method(model: nn.Module, config: dict, score_batch=None,
         return resets.apply("shrink_perturb", model, generator, shrink=config["sp_shrink"],
                             perturb=config["sp_perturb"], form=config["sp_form"])
     if method == "llf":
-        return resets.apply("reinit_layers", model, generator, names=list(config["llf_layers"]))
+        official = config.get("llf_form", "ours") == "official"  # LURE's code: shortcuts and fc bias stay
+        return resets.apply("reinit_layers", model, generator, names=list(config["llf_layers"]),
+                            skip=("shortcut",) if official else (), weights_only=official)
     if method == "lure":
         if score_batch is None and config["criterion"] in ("snip", "fisher"):
             raise ValueError("LURE with a data-dependent criterion needs a score_batch")
@@ -348,9 +376,16 @@ def run_stream(config: dict, device=None, progress: bool = False, stage_callback
     order_g = samplers.generator(int(config["order_seed"]), "stream")
 
     n_pool = len(ds.x_train) if config["n_pool"] is None else min(int(config["n_pool"]), len(ds.x_train))
-    split = data.subset(ds, n_train=n_pool, n_test=config["n_test"], generator=order_g)
-    x_pool, y_pool = split.x_train, split.y_train
+    n_select = int(config.get("n_select") or 0)
+    if n_pool + n_select > len(ds.x_train):
+        raise ValueError(f"n_pool + n_select = {n_pool + n_select} > {len(ds.x_train)} training images")
+    # training sets of data.subset are nested prefixes of one shuffle: the pool is the same with or
+    # without the select images that follow it
+    split = data.subset(ds, n_train=n_pool + n_select, n_test=config["n_test"], generator=order_g)
+    x_pool, y_pool = split.x_train[:n_pool], split.y_train[:n_pool]
     x_test, y_test = split.x_test, split.y_test
+    if n_select:  # a regime gate evaluates on held-out training images, never on the test set
+        x_test, y_test = split.x_train[n_pool:], split.y_train[n_pool:]
     n_test = len(y_test)
     if config["label_noise"] > 0:
         noise_g = samplers.generator(int(config["order_seed"]), "label_noise")

@@ -52,12 +52,17 @@ VARIANTS: dict[str, dict] = {
     "lure": {"method": "lure"},
     "lure_model_init": {"method": "lure", "reset_init": "model"},
     "scratch": {"method": "scratch"},
+    # issue 15: the official baseline script's constant lr (its scheduler is rebuilt with gamma 1)
+    "bl_code": {"method": "bl", "lr_gamma": 1.0},
+    "llf_official": {"method": "llf", "llf_form": "official"},
 }
 VARIANT_LABELS = {
     "bl": "BL (warm start)", "sp": "S&P (LURE code: 0.3θ + 0.001ε)",
     "sp_paper": "S&P (LURE text: 0.4θ + 0.001ε)", "sp_fresh": "S&P (Ash & Adams: 0.4θ + 0.1θ_fresh)",
     "llf": "LLF (layer3, layer4, fc)", "lure": "LURE (SNIP, 20 %)",
     "lure_model_init": "LURE (model's own init)", "scratch": "from scratch",
+    "bl_code": "BL, constant lr (official baseline script)",
+    "llf_official": "LLF (official: shortcuts and fc bias kept)",
 }
 
 
@@ -484,6 +489,9 @@ CHAPTER = Chapter(
         "weight_noise_repeats": (int, 2, "noise draws per σ"),
         "n_weight_noise": (int, 250, "training (and test) images evaluated per draw"),
         "workers": (int, 2, "local worker processes (one torch thread each)"),
+        "gate_seeds": (list[int], [], "seeds of the regime gate (apart from every reported seed; empty: no gate)"),
+        "gate_cells": (list[str], [], "the gate's grid, tried in order: WIDTH/IMAGES/EPOCHS/AUG cells "
+                                      "(images per mega-batch before the 90/10 split; AUG on or off)"),
     },
     profiles={
         "smoke": {"seeds": [0], "width": 4, "n_pool": 300, "n_test": 200, "n_megabatches": 2,
@@ -496,6 +504,12 @@ CHAPTER = Chapter(
                   "corruption_severities": [1, 5], "n_corruption": 50, "pgd_eps": [2.0], "n_pgd": 20,
                   "weight_noise": [0.01], "weight_noise_repeats": 1, "n_weight_noise": 100},
         "quick": {},
+        # long (issue 15), so far its regime gate only: full replay over 4 mega-batches, BL,
+        # scratch and the official constant-lr BL on gate seeds 900 and 901, cell by cell in the
+        # declared order until one passes (gate_configs, gate_verdict). The reported runs and
+        # their claims are declared once the gate has chosen the cell.
+        "long": {"seeds": [0, 1, 2, 3, 4], "n_megabatches": 4, "short_megabatches": 4, "n_test": 0,
+                 "gate_seeds": [900, 901], "gate_cells": ["8/1100/30/off", "8/1100/30/on", "16/440/30/on"]},
         "paper": {"seeds": [0, 1, 2, 3, 4], "width": 64, "n_pool": 0, "n_test": 0, "n_megabatches": 8,
                   "short_megabatches": 4, "epochs": 50, "lr_milestones": [20, 40], "buffer_size": 186,
                   "methods": ["bl", "sp", "sp_paper", "sp_fresh", "llf", "lure", "lure_model_init"],
@@ -516,8 +530,148 @@ CHAPTER = Chapter(
 # What `python -m zaplib compute lure` and the profile dry run need
 # ---------------------------------------------------------------------------------------------
 def planned_runs(params: dict, store=None) -> list:
-    """Every stored run the notebook reads, as ``(fn, config)`` pairs, longest first."""
+    """Every stored run the notebook reads, as ``(fn, config)`` pairs, longest first. A profile with
+    ``gate_seeds`` plans its regime gate first, one cell at a time (:func:`gate_stage`); its
+    reported runs are declared, with their claims, once the gate has chosen a cell (issue 15)."""
+    if params.get("gate_seeds"):
+        return [(run, config) for config in gate_stage(params, store)[0]]
     return [(run, config) for config in unique_configs(configs(params))]
+
+
+def full_plan(params: dict, store=None) -> list:
+    """Every run of the profile at once, for the dry run's cost table: with a gate, every cell of
+    its grid (the worst case: no cell passes before the last)."""
+    if params.get("gate_seeds"):
+        return [(run, config) for cell in params["gate_cells"] for config in gate_configs(params, cell)]
+    return planned_runs(params, store)
+
+
+# ---------------------------------------------------------------------------------------------
+# The regime gate (issue 15): is there a warm-start penalty for a reset to fix?
+# ---------------------------------------------------------------------------------------------
+#: The gate's rules, declared before it ran. The regime of the paper: a network that fits each
+#: mega-batch — training accuracy at the carried epoch of every mega-batch after the first, for BL
+#: and for scratch, on every gate seed.
+GATE_MIN_TRAIN_ACC = 0.95
+#: The penalty a reset would have to fix: scratch − BL in final test accuracy, on every gate seed.
+GATE_MIN_PENALTY = 0.01
+#: The chosen cell must leave room for the reported runs: 5 seeds × 5 methods and 3 seeds × 2
+#: (issue 15 §2), priced at the cell's recorded run time, plus the gate, on 2 workers, within 3 h.
+LONG_REPORTED_RUNS = 5 * 5 + 3 * 2
+LONG_BUDGET_MIN = 180.0
+GATE_METHODS = ("bl", "scratch", "bl_code")
+#: Images the gate evaluates on: training images outside the stream's pool, never the test set.
+GATE_N_SELECT = 10000
+
+
+def parse_cell(cell: str) -> dict:
+    """``"8/1100/30/off"`` → width 8, 1,100 images per mega-batch (before the 90/10 split), 30
+    epochs, augmentation off — with a clear error for anything else."""
+    parts = cell.split("/")
+    try:
+        width, images, epochs = (int(v) for v in parts[:3])
+        if len(parts) != 4 or parts[3] not in ("on", "off"):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"a gate cell is WIDTH/IMAGES/EPOCHS/AUG with AUG on or off, e.g. '8/1100/30/off'; got {cell!r}") from None
+    if min(width, images, epochs) <= 0:
+        raise ValueError(f"a gate cell needs a positive width, image count and epoch count, got {cell!r}")
+    return {"width": width, "images": images, "epochs": epochs, "augment": parts[3] == "on"}
+
+
+def cell_overrides(params: dict, cell: str) -> dict:
+    """The stream settings of a gate cell: its width, a pool of ``images × n_megabatches``, its
+    epochs with the lr dropping ×0.1 at 40 % and 80 % of them (the paper's 20 and 40 of 50), and
+    augmentation on or off (training and validation alike, as LURE's code)."""
+    c = parse_cell(cell)
+    e = c["epochs"]
+    return {"width": c["width"], "n_pool": c["images"] * params["n_megabatches"], "epochs": e,
+            "lr_milestones": sorted({round(0.4 * e), round(0.8 * e)}), "augment": c["augment"],
+            "val_augment": c["augment"]}
+
+
+def gate_configs(params: dict, cell: str) -> list[dict]:
+    """The gate's runs at one cell: :data:`GATE_METHODS` × gate seeds, full replay over
+    ``n_megabatches``, no probes, evaluated on :data:`GATE_N_SELECT` training images outside the
+    pool (stream ``n_select``): the test set never chooses the cell."""
+    if set(params["gate_seeds"]) & (set(params["seeds"]) | set(params["ablation_seeds"]) | set(params["grid_seeds"])):
+        raise ValueError("gate_seeds must be apart from seeds, ablation_seeds and grid_seeds")
+    over = cell_overrides(params, cell)
+    shared = dict(dataset=params["dataset"], model=params["model"], n_select=GATE_N_SELECT,
+                  n_megabatches=params["n_megabatches"], batch_size=params["batch_size"], lr=params["lr"],
+                  weight_decay=params["weight_decay"], score_size=params["score_size"], **over)
+    return [stream.make_config(**{**shared, **VARIANTS[v], "seed": seed})
+            for seed in params["gate_seeds"] for v in GATE_METHODS]
+
+
+def gate_cell_table(params: dict, cell: str, store) -> pd.DataFrame | None:
+    """One row per gate run of ``cell`` (None until all are stored): method, seed, final accuracy
+    on the select images (column ``test_acc``: the stream's evaluation set), the lowest training accuracy at the carried epoch over the mega-batches after the
+    first, and the recorded seconds."""
+    configs_ = gate_configs(params, cell)
+    if store is None or not all(store.complete(EXPERIMENT, c, version=run.code_version) for c in configs_):
+        return None
+    rows = []
+    for config in configs_:
+        stored = store.load(EXPERIMENT, config, version=run.code_version)
+        mb = stored["megabatches"]
+        rows.append({"cell": cell, "variant": variant_name(config), "seed": config["seed"],
+                     "test_acc": float(stored["summary"].test_acc.iloc[0]),
+                     "min_train_acc_after_first": float(mb[mb.megabatch > 1].train_acc.min()),
+                     "train_acc_by_megabatch": ", ".join(f"{a:.2f}" for a in mb.train_acc),
+                     "seconds": float(stored["summary"].seconds.iloc[0])})
+    return pd.DataFrame(rows)
+
+
+def gate_verdict(table: pd.DataFrame) -> dict:
+    """The gate's rules on one cell's table: the networks fit (BL and scratch at least
+    :data:`GATE_MIN_TRAIN_ACC` at every carried epoch after the first mega-batch), the penalty
+    exists (scratch − BL ≥ :data:`GATE_MIN_PENALTY` on every seed), the official-code BL is measured,
+    and the reported runs fit :data:`LONG_BUDGET_MIN` at the cell's recorded run time."""
+    acc = table.pivot_table(index="seed", columns="variant", values="test_acc")
+    fit = table[table.variant.isin(["bl", "scratch"])].min_train_acc_after_first
+    penalty = acc["scratch"] - acc["bl"]
+    run_min = float(table.seconds.mean()) / 60
+    cold = (LONG_REPORTED_RUNS * run_min + table.seconds.sum() / 60) / 2
+    out = {"min_train_acc": float(fit.min()), "penalty_mean": float(penalty.mean()),
+           "penalty_min": float(penalty.min()), "bl_acc": float(acc["bl"].mean()),
+           "scratch_acc": float(acc["scratch"].mean()),
+           "bl_code_acc": float(acc["bl_code"].mean()) if "bl_code" in acc else float("nan"),
+           "run_minutes": run_min, "long_cold_minutes": cold}
+    out.update(fits=bool(fit.min() >= GATE_MIN_TRAIN_ACC), penalty=bool((penalty >= GATE_MIN_PENALTY).all()),
+               bl_code_measured="bl_code" in acc and bool(acc["bl_code"].notna().all()),
+               affordable=bool(cold <= LONG_BUDGET_MIN))
+    out["passes"] = out["fits"] and out["penalty"] and out["bl_code_measured"] and out["affordable"]
+    return out
+
+
+def gate_stage(params: dict, store) -> tuple[list[dict], dict]:
+    """(configs still to compute, summary): walk the gate cells in their declared order; the first
+    cell not yet stored is planned; a stored cell that passes ends the walk. ``status`` is
+    ``"pending"``, ``"pass"`` (``cell`` the chosen one) or ``"fail"`` (no cell of the grid passed)."""
+    tables, verdicts = {}, {}
+    for cell in params["gate_cells"]:
+        table = gate_cell_table(params, cell, store)
+        if table is None:
+            return gate_configs(params, cell), {"status": "pending", "cell": None, "tables": tables, "verdicts": verdicts}
+        tables[cell], verdicts[cell] = table, gate_verdict(table)
+        if verdicts[cell]["passes"]:
+            return [], {"status": "pass", "cell": cell, "tables": tables, "verdicts": verdicts}
+    return [], {"status": "fail", "cell": None, "tables": tables, "verdicts": verdicts}
+
+
+#: Image-steps per second on one thread of a width-8 ResNet-18, full replay (recorded by the quick
+#: runs: ≈ 550 with validation, two workers); a wider network is priced at (width / 8)^1.5 more.
+RATE_W8 = 550.0
+
+
+def cost_seconds(config: dict) -> float | None:
+    """Estimated seconds of one run on one thread: :func:`image_steps` at :data:`RATE_W8` scaled by
+    width (ResNet-18 only; None for other networks), plus 20 % for the probes when configured."""
+    if config["model"] != "resnet18":
+        return None
+    probes = 1.2 if config["corruptions"] or config["pgd_eps"] or config["weight_noise"] else 1.0
+    return probes * image_steps(config) / (RATE_W8 / (config["width"] / 8) ** 1.5)
 
 
 def image_steps(config: dict) -> float:

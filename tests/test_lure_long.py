@@ -1,0 +1,105 @@
+"""The `long` profile of "Learn, unlearn, relearn" (issue 15), so far: the stream options it needs
+(official init and LLF, bf16, a select split) and the regime gate's rules and staged plan."""
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from zaplib import models, runner, store, stream
+from zaplib.experiments import lure
+
+LONG = runner.resolve_params("lure", profile="long")
+TINY = dict(dataset="synthetic", width=2, n_pool=240, n_test=200, n_megabatches=2, epochs=1,
+            lr_milestones=[], eval_batch_size=500)
+
+
+def test_optional_stream_keys_enter_a_config_only_when_set_and_are_checked():
+    plain = stream.make_config(**TINY)
+    assert not set(stream.OPTIONAL_CONFIG) & set(plain)           # stored runs keep their keys
+    assert stream.make_config(**TINY, init="pytorch") == plain
+    assert stream.make_config(**TINY, init="official", precision="bf16")["init"] == "official"
+    with pytest.raises(ValueError, match="llf_form"):
+        stream.make_config(**TINY, llf_form="half")
+    with pytest.raises(ValueError, match="ResNet-18 only"):
+        stream.make_config(**{**TINY, "model": "vgg16_bn"}, init="official")
+    with pytest.raises(KeyError, match="unknown stream config keys"):
+        stream.make_config(**TINY, inti="official")
+
+
+def test_the_select_split_leaves_the_stream_unchanged_and_replaces_the_test_set():
+    plain = stream.run_stream(stream.make_config(**TINY))
+    gated = stream.run_stream(stream.make_config(**TINY, n_select=300))
+    pd.testing.assert_series_equal(plain["epochs"].train_loss, gated["epochs"].train_loss)  # same pool, same steps
+    assert gated["summary"].n_test.iloc[0] == 300 and plain["summary"].n_test.iloc[0] == 200
+    with pytest.raises(ValueError, match="n_pool \\+ n_select"):
+        stream.run_stream(stream.make_config(**TINY, n_select=5000))
+
+
+def test_official_init_and_official_llf():
+    config = stream.make_config(**{**TINY, "width": 8}, init="official", method="llf")
+    net = models.build(stream.model_config(config, num_classes=4))
+    conv = net.layer1[0].conv1.weight
+    assert conv.std().item() == pytest.approx(math.sqrt(2 / (conv.shape[0] * 9)), rel=0.15)  # fan-out
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    stream.apply_method(net, {**config, "llf_form": "official"}, generator=torch.Generator().manual_seed(0))
+    after = net.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert "layer3.0.conv1.weight" in changed and "fc.weight" in changed
+    assert "fc.bias" not in changed and not any("shortcut" in k for k in changed)
+    net.load_state_dict(before)
+    stream.apply_method(net, config, generator=torch.Generator().manual_seed(0))  # ours: both re-drawn
+    changed = {k for k in before if not torch.equal(before[k], net.state_dict()[k])}
+    assert "fc.bias" in changed and "layer3.0.shortcut.0.weight" in changed
+
+
+def test_gate_cells_parse_and_become_stream_settings():
+    assert lure.parse_cell("8/1100/30/off") == {"width": 8, "images": 1100, "epochs": 30, "augment": False}
+    for bad in ("8/1100/30", "8/1100/30/maybe", "0/1100/30/on", "w8/1100/30/on"):
+        with pytest.raises(ValueError, match="gate cell"):
+            lure.parse_cell(bad)
+    configs = lure.gate_configs(LONG, "16/440/30/on")
+    assert [(lure.variant_name(c), c["seed"]) for c in configs] == [
+        (v, s) for s in (900, 901) for v in ("bl", "scratch", "bl_code")]
+    c = configs[0]
+    assert (c["width"], c["n_pool"], c["epochs"], c["lr_milestones"], c["augment"]) == (16, 1760, 30, [12, 24], True)
+    assert c["n_select"] == lure.GATE_N_SELECT and c["replay"] == "full" and c["lr_gamma"] == 0.1
+    assert configs[2]["lr_gamma"] == 1.0                                   # the official baseline script
+    with pytest.raises(ValueError, match="apart"):
+        lure.gate_configs({**LONG, "gate_seeds": [0]}, "8/1100/30/off")
+
+
+def _gate_store(tmp_path, cells):
+    """Made-up gate runs: per cell, (min training accuracy, {variant: accuracy}, seconds)."""
+    st = store.Store(tmp_path)
+    for cell, (train_acc, accs, seconds) in cells.items():
+        for config in lure.gate_configs(LONG, cell):
+            v = lure.variant_name(config)
+            mb = pd.DataFrame({"megabatch": [1, 2, 3, 4], "train_acc": [0.5, train_acc, 0.99, 0.99]})
+            summary = pd.DataFrame([{"test_acc": accs[v] + 0.001 * (config["seed"] - 900), "seconds": seconds}])
+            st.save(lure.EXPERIMENT, config, {"megabatches": mb, "summary": summary}, version=lure.run.code_version)
+    return st
+
+
+def test_the_gate_plans_one_cell_at_a_time_and_stops_at_the_first_that_passes(tmp_path):
+    good = (0.97, {"bl": 0.60, "scratch": 0.63, "bl_code": 0.58}, 300.0)
+    empty = store.Store(tmp_path / "e")
+    assert [c for _, c in lure.planned_runs(LONG, empty)] == lure.gate_configs(LONG, "8/1100/30/off")
+    st = _gate_store(tmp_path / "a", {"8/1100/30/off": (0.90, good[1], 300.0)})
+    assert [c for _, c in lure.planned_runs(LONG, st)] == lure.gate_configs(LONG, "8/1100/30/on")
+    st = _gate_store(tmp_path / "b", {"8/1100/30/off": (0.90, good[1], 300.0), "8/1100/30/on": good})
+    stage = lure.gate_stage(LONG, st)
+    assert stage == ([], stage[1]) and stage[1]["status"] == "pass" and stage[1]["cell"] == "8/1100/30/on"
+    assert len(lure.full_plan(LONG)) == 3 * 6
+
+
+@pytest.mark.parametrize("train_acc, accs, seconds, failing", [
+    (0.94, {"bl": 0.60, "scratch": 0.63, "bl_code": 0.58}, 300.0, "fits"),        # does not fit
+    (0.97, {"bl": 0.60, "scratch": 0.605, "bl_code": 0.58}, 300.0, "penalty"),    # 0.5 point < 1
+    (0.97, {"bl": 0.60, "scratch": 0.63, "bl_code": 0.58}, 1200.0, "affordable"),  # 31 × 20 min / 2 > 3 h
+])
+def test_the_gate_fails_on_each_of_its_rules(tmp_path, train_acc, accs, seconds, failing):
+    table = lure.gate_cell_table(LONG, "8/1100/30/off", _gate_store(tmp_path, {"8/1100/30/off": (train_acc, accs, seconds)}))
+    verdict = lure.gate_verdict(table)
+    assert not verdict["passes"] and not verdict[failing]
+    assert verdict["bl_code_acc"] == pytest.approx(0.5805)
