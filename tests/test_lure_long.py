@@ -64,6 +64,7 @@ def test_gate_cells_parse_and_become_stream_settings():
     c = configs[0]
     assert (c["width"], c["n_pool"], c["epochs"], c["lr_milestones"], c["augment"]) == (16, 1760, 30, [12, 24], True)
     assert c["n_select"] == lure.GATE_N_SELECT and c["replay"] == "full" and c["lr_gamma"] == 0.1
+    assert c["init"] == "official"                                        # the init of the reported runs
     assert configs[2]["lr_gamma"] == 1.0                                   # the official baseline script
     with pytest.raises(ValueError, match="apart"):
         lure.gate_configs({**LONG, "gate_seeds": [0]}, "8/1100/30/off")
