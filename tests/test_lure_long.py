@@ -25,6 +25,12 @@ def test_optional_stream_keys_enter_a_config_only_when_set_and_are_checked():
         stream.make_config(**{**TINY, "model": "vgg16_bn"}, init="official")
     with pytest.raises(KeyError, match="unknown stream config keys"):
         stream.make_config(**TINY, inti="official")
+    assert stream.make_config(**TINY, n_select=0) == plain                 # 0 and None: one key
+    with pytest.raises(ValueError, match="n_select"):
+        stream.make_config(**TINY, n_select=-5)
+    paper = runner.resolve_params("lure", profile="paper")
+    tables = lure.configs({**paper, "init": "official"})["arch"]            # Table 6's networks keep their init
+    assert {c.get("init") for c in tables if c["model"] != "resnet18"} == {None}
 
 
 def test_the_select_split_leaves_the_stream_unchanged_and_replaces_the_test_set():
@@ -54,15 +60,17 @@ def test_official_init_and_official_llf():
 
 
 def test_gate_cells_parse_and_become_stream_settings():
-    assert lure.parse_cell("8/1100/30/off") == {"width": 8, "images": 1100, "epochs": 30, "augment": False}
-    for bad in ("8/1100/30", "8/1100/30/maybe", "0/1100/30/on", "w8/1100/30/on"):
+    assert lure.parse_cell("8/1100/30/off") == {"width": 8, "images": 1100, "epochs": 30, "augment": False, "precision": "fp32"}
+    assert lure.parse_cell("16/440/30/on/bf16")["precision"] == "bf16"
+    for bad in ("8/1100/30", "8/1100/30/maybe", "0/1100/30/on", "w8/1100/30/on", "8/1100/30/on/fp16"):
         with pytest.raises(ValueError, match="gate cell"):
             lure.parse_cell(bad)
-    configs = lure.gate_configs(LONG, "16/440/30/on")
+    configs = lure.gate_configs(LONG, "16/440/30/on/bf16")
     assert [(lure.variant_name(c), c["seed"]) for c in configs] == [
         (v, s) for s in (900, 901) for v in ("bl", "scratch", "bl_code")]
     c = configs[0]
-    assert (c["width"], c["n_pool"], c["epochs"], c["lr_milestones"], c["augment"]) == (16, 1760, 30, [12, 24], True)
+    assert (c["width"], c["n_pool"], c["epochs"], c["lr_milestones"], c["augment"], c["precision"]) == (
+        16, 1760, 30, [12, 24], True, "bf16")
     assert c["n_select"] == lure.GATE_N_SELECT and c["replay"] == "full" and c["lr_gamma"] == 0.1
     assert c["init"] == "official"                                        # the init of the reported runs
     assert configs[2]["lr_gamma"] == 1.0                                   # the official baseline script
@@ -87,20 +95,43 @@ def test_the_gate_plans_one_cell_at_a_time_and_stops_at_the_first_that_passes(tm
     empty = store.Store(tmp_path / "e")
     assert [c for _, c in lure.planned_runs(LONG, empty)] == lure.gate_configs(LONG, "8/1100/30/off")
     st = _gate_store(tmp_path / "a", {"8/1100/30/off": (0.90, good[1], 300.0)})
-    assert [c for _, c in lure.planned_runs(LONG, st)] == lure.gate_configs(LONG, "8/1100/30/on")
-    st = _gate_store(tmp_path / "b", {"8/1100/30/off": (0.90, good[1], 300.0), "8/1100/30/on": good})
-    stage = lure.gate_stage(LONG, st)
-    assert stage == ([], stage[1]) and stage[1]["status"] == "pass" and stage[1]["cell"] == "8/1100/30/on"
+    assert [c for _, c in lure.planned_runs(LONG, st)] == lure.gate_configs(LONG, "8/550/60/on")
+    st = _gate_store(tmp_path / "b", {"8/1100/30/off": (0.90, good[1], 300.0), "8/550/60/on": good})
+    todo, summary = lure.gate_stage(LONG, st)
+    assert todo == [] and summary["status"] == "pass" and summary["cell"] == "8/550/60/on"
+    assert not summary["verdicts"]["8/1100/30/off"]["passes"]
     assert len(lure.full_plan(LONG)) == 3 * 6
 
 
-@pytest.mark.parametrize("train_acc, accs, seconds, failing", [
-    (0.94, {"bl": 0.60, "scratch": 0.63, "bl_code": 0.58}, 300.0, "fits"),        # does not fit
-    (0.97, {"bl": 0.60, "scratch": 0.605, "bl_code": 0.58}, 300.0, "penalty"),    # 0.5 point < 1
-    (0.97, {"bl": 0.60, "scratch": 0.63, "bl_code": 0.58}, 1200.0, "affordable"),  # 31 × 20 min / 2 > 3 h
+@pytest.mark.parametrize("train_acc, accs, failing", [
+    (0.94, {"bl": 0.60, "scratch": 0.63, "bl_code": 0.58}, "fits"),        # does not fit
+    (0.97, {"bl": 0.60, "scratch": 0.605, "bl_code": 0.58}, "penalty"),    # 0.5 point < 1
 ])
-def test_the_gate_fails_on_each_of_its_rules(tmp_path, train_acc, accs, seconds, failing):
-    table = lure.gate_cell_table(LONG, "8/1100/30/off", _gate_store(tmp_path, {"8/1100/30/off": (train_acc, accs, seconds)}))
+def test_the_gate_fails_on_each_of_its_rules(tmp_path, train_acc, accs, failing):
+    table = lure.gate_cell_table(LONG, "8/1100/30/off", _gate_store(tmp_path, {"8/1100/30/off": (train_acc, accs, 300.0)}))
     verdict = lure.gate_verdict(table)
     assert not verdict["passes"] and not verdict[failing]
     assert verdict["bl_code_acc"] == pytest.approx(0.5805)
+
+
+def test_the_penalty_must_hold_on_every_seed_and_an_exact_point_passes():
+    table = pd.DataFrame({"variant": ["bl", "scratch", "bl_code"] * 2, "seed": [900] * 3 + [901] * 3,
+                          "test_acc": [0.60, 0.63, 0.58, 0.60, 0.605, 0.58], "min_train_acc_after_first": 0.97,
+                          "seconds": 300.0})
+    assert lure.gate_verdict(table)["penalty_mean"] > lure.GATE_MIN_PENALTY and not lure.gate_verdict(table)["penalty"]
+    exact = table.assign(test_acc=[1 - 4321 / 10000, 1 - 4221 / 10000, 0.5] * 2)  # exactly 100 errors fewer
+    assert lure.gate_verdict(exact)["penalty"]
+    slow = lure.gate_verdict(table.assign(seconds=1200.0))   # 31 runs × 24 min / 2 > 3 h: reported, not a rule
+    assert not slow["affordable"] and slow["passes"] == lure.gate_verdict(table)["passes"]
+
+
+def test_gate_cell_table_reads_real_stream_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(lure, "GATE_N_SELECT", 100)
+    params = {**LONG, "dataset": "synthetic", "n_megabatches": 2, "eval_batch_size": 500}
+    st = store.Store(tmp_path)
+    for config in lure.gate_configs(params, "2/120/1/off"):
+        st.save(lure.EXPERIMENT, config, stream.run_stream(config), version=lure.run.code_version)
+    table = lure.gate_cell_table(params, "2/120/1/off", st)
+    assert len(table) == 6 and table.test_acc.between(0, 1).all() and (table.seconds > 0).all()
+    assert table.min_train_acc_after_first.between(0, 1).all()
+    assert set(lure.gate_verdict(table)) >= {"passes", "fits", "penalty", "affordable"}

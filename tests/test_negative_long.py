@@ -86,3 +86,24 @@ def test_the_gate_fails_on_each_of_its_rules(accs, deficits, failing):
     verdict = npt.gate_verdict(table)
     assert not verdict["passes"] and not verdict[failing]
     assert npt.gate_verdict(table.assign(baseline_acc=0.5, deficit=0.05))["passes"]
+
+
+def test_gate_cell_table_reads_real_learning_path_runs(tmp_path, monkeypatch):
+    n = 400
+    g = torch.Generator().manual_seed(0)
+    toy = data.Dataset(torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g), torch.arange(n) % 10,
+                       torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8, generator=g), torch.arange(50) % 10,
+                       np.array([str(i) for i in range(10)]), "toy")
+    monkeypatch.setattr(data, "load", lambda name, device=None: toy)
+    monkeypatch.setattr(npt, "GATE_N_SELECT", 60)
+    monkeypatch.setenv("ZAPLIB_PATHS_CACHE", "off")
+    learning_paths._prepared.cache_clear()
+    params = {**LONG, "n_train": 120, "n_val": 40, "first_epochs": 1, "max_epochs": 2, "patience": 1, "n_probe": 16}
+    st = store.Store(tmp_path)
+    for config in npt.gate_configs(params, "8:1"):
+        st.save(npt.EXPERIMENT, config, learning_paths.run_path(config), version=npt.run.code_version)
+    learning_paths._prepared.cache_clear()
+    table = npt.gate_cell_table(params, "8:1", st)
+    assert len(table) == 3 and (table.blur_epochs == 1).all() and table.baseline_epochs.between(1, 2).all()
+    assert np.allclose(table.deficit, table.blur_clean_loss - table.baseline_loss) and (table.seconds_per_epoch > 0).all()
+    assert set(npt.gate_verdict(table)) >= {"passes", "learns", "deficit_every_seed", "deficit_large"}

@@ -282,6 +282,8 @@ def _prepared(data_json: str, device: str) -> data.Subset:
     cfg = json.loads(data_json)
     ds = data.load(cfg["dataset"], device=device)
     n_train, n_val, n_select = int(cfg["n_train"]), int(cfg["n_val"]), int(cfg.get("n_select", 0))
+    if n_select < 0:
+        raise ValueError(f"n_select must be >= 0, got {n_select}")
     if n_select and n_train <= 0:
         raise ValueError("n_select needs an explicit n_train: the select images follow the training images")
     if n_train + n_select + n_val > len(ds.y_train):

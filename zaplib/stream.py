@@ -135,6 +135,8 @@ def make_config(**overrides) -> dict:
         raise KeyError(f"unknown stream config keys {unknown}; known: {sorted({**DEFAULT_CONFIG, **OPTIONAL_CONFIG})}")
     config = copy.deepcopy(DEFAULT_CONFIG)
     config.update(copy.deepcopy(overrides))
+    if config.get("n_select") == 0:  # 0 and None both mean the test set: one key for one run
+        config["n_select"] = None
     for key, default in OPTIONAL_CONFIG.items():
         if config.get(key, default) == default:
             config.pop(key, None)
@@ -157,6 +159,9 @@ def _check(config: dict) -> None:
     for key, allowed in choices.items():
         if config.get(key, OPTIONAL_CONFIG[key]) not in allowed:
             raise ValueError(f"{key} must be one of {allowed}, got {config[key]!r}")
+    n_select = config.get("n_select")
+    if n_select is not None and (not isinstance(n_select, int) or isinstance(n_select, bool) or n_select < 0):
+        raise ValueError(f"n_select must be an int >= 0 or None, got {n_select!r}")
     if config.get("init", "pytorch") != "pytorch" and config["model"] != "resnet18":
         raise ValueError(f"init {config['init']!r} is an option of the ResNet-18 only, not of {config['model']!r}")
 

@@ -107,8 +107,10 @@ def configs(params: dict) -> dict[str, list[dict]]:
                           n_weight_noise=p["n_weight_noise"])
 
     def cfg(variant, seed, probe=False, **over):
-        return stream.make_config(**{**shared, **(probe_settings if probe else {}), **VARIANTS[variant],
-                                     **over, "seed": seed})
+        merged = {**shared, **(probe_settings if probe else {}), **VARIANTS[variant], **over, "seed": seed}
+        if merged["model"] != "resnet18":  # the init option is the ResNet-18's (Table 6's networks keep theirs)
+            merged.pop("init")
+        return stream.make_config(**merged)
 
     main = [cfg(v, s, probe=True) for v in p["methods"] for s in p["seeds"]]
     main_by_key = {(variant_name(c), c["seed"]): c for c in main}
@@ -492,8 +494,8 @@ CHAPTER = Chapter(
         "init": (str, "pytorch", "ResNet-18 initialisation: every module's default, or the official code's (conv Kaiming-normal fan-out, BN 1/0)",
                  ("pytorch", "official")),
         "gate_seeds": (list[int], [], "seeds of the regime gate (apart from every reported seed; empty: no gate)"),
-        "gate_cells": (list[str], [], "the gate's grid, tried in order: WIDTH/IMAGES/EPOCHS/AUG cells "
-                                      "(images per mega-batch before the 90/10 split; AUG on or off)"),
+        "gate_cells": (list[str], [], "the gate's grid, tried in order: WIDTH/IMAGES/EPOCHS/AUG[/PRECISION] cells "
+                                      "(images per mega-batch before the 90/10 split; AUG on or off; fp32 unless bf16)"),
     },
     profiles={
         "smoke": {"seeds": [0], "width": 4, "n_pool": 300, "n_test": 200, "n_megabatches": 2,
@@ -512,7 +514,7 @@ CHAPTER = Chapter(
         # declared order until one passes (gate_configs, gate_verdict). The reported runs and
         # their claims are declared once the gate has chosen the cell.
         "long": {"seeds": [0, 1, 2, 3, 4], "n_megabatches": 4, "short_megabatches": 4, "n_test": 0,
-                 "init": "official", "gate_seeds": [900, 901], "gate_cells": ["8/1100/30/off", "8/1100/30/on", "16/440/30/on"]},
+                 "init": "official", "gate_seeds": [900, 901], "gate_cells": ["8/1100/30/off", "8/550/60/on", "16/440/30/on/bf16"]},
         "paper": {"seeds": [0, 1, 2, 3, 4], "width": 64, "n_pool": 0, "n_test": 0, "n_megabatches": 8,
                   "short_megabatches": 4, "epochs": 50, "lr_milestones": [20, 40], "buffer_size": 186,
                   "methods": ["bl", "sp", "sp_paper", "sp_fresh", "llf", "lure", "lure_model_init"],
@@ -558,8 +560,9 @@ def full_plan(params: dict, store=None) -> list:
 GATE_MIN_TRAIN_ACC = 0.95
 #: The penalty a reset would have to fix: scratch − BL in final test accuracy, on every gate seed.
 GATE_MIN_PENALTY = 0.01
-#: The chosen cell must leave room for the reported runs: 5 seeds × 5 methods and 3 seeds × 2
-#: (issue 15 §2), priced at the cell's recorded run time, plus the gate, on 2 workers, within 3 h.
+#: What the chosen cell costs is reported beside the verdict, not part of it: the reported runs
+#: (5 seeds × 5 methods and 3 seeds × 2, issue 15 §2) at the cell's recorded gate run time, +20 %
+#: for the probes of the main table, on 2 workers; above 3 h the reported stage needs cuts.
 LONG_REPORTED_RUNS = 5 * 5 + 3 * 2
 LONG_BUDGET_MIN = 180.0
 GATE_METHODS = ("bl", "scratch", "bl_code")
@@ -569,28 +572,31 @@ GATE_N_SELECT = 10000
 
 def parse_cell(cell: str) -> dict:
     """``"8/1100/30/off"`` → width 8, 1,100 images per mega-batch (before the 90/10 split), 30
-    epochs, augmentation off — with a clear error for anything else."""
+    epochs, augmentation off, fp32; an optional fifth field sets the precision (``.../bf16``) —
+    with a clear error for anything else."""
     parts = cell.split("/")
     try:
         width, images, epochs = (int(v) for v in parts[:3])
-        if len(parts) != 4 or parts[3] not in ("on", "off"):
+        if len(parts) not in (4, 5) or parts[3] not in ("on", "off") or (len(parts) == 5 and parts[4] not in ("fp32", "bf16")):
             raise ValueError
     except ValueError:
-        raise ValueError(f"a gate cell is WIDTH/IMAGES/EPOCHS/AUG with AUG on or off, e.g. '8/1100/30/off'; got {cell!r}") from None
+        raise ValueError("a gate cell is WIDTH/IMAGES/EPOCHS/AUG[/PRECISION] with AUG on or off and PRECISION fp32 "
+                         f"or bf16, e.g. '8/1100/30/off'; got {cell!r}") from None
     if min(width, images, epochs) <= 0:
         raise ValueError(f"a gate cell needs a positive width, image count and epoch count, got {cell!r}")
-    return {"width": width, "images": images, "epochs": epochs, "augment": parts[3] == "on"}
+    return {"width": width, "images": images, "epochs": epochs, "augment": parts[3] == "on",
+            "precision": parts[4] if len(parts) == 5 else "fp32"}
 
 
 def cell_overrides(params: dict, cell: str) -> dict:
     """The stream settings of a gate cell: its width, a pool of ``images × n_megabatches``, its
-    epochs with the lr dropping ×0.1 at 40 % and 80 % of them (the paper's 20 and 40 of 50), and
-    augmentation on or off (training and validation alike, as LURE's code)."""
+    epochs with the lr dropping ×0.1 at 40 % and 80 % of them (the paper's 20 and 40 of 50),
+    augmentation on or off (training and validation alike, as LURE's code) and its precision."""
     c = parse_cell(cell)
     e = c["epochs"]
     return {"width": c["width"], "n_pool": c["images"] * params["n_megabatches"], "epochs": e,
             "lr_milestones": sorted({round(0.4 * e), round(0.8 * e)}), "augment": c["augment"],
-            "val_augment": c["augment"]}
+            "val_augment": c["augment"], "precision": c["precision"]}
 
 
 def gate_configs(params: dict, cell: str) -> list[dict]:
@@ -627,24 +633,26 @@ def gate_cell_table(params: dict, cell: str, store) -> pd.DataFrame | None:
 
 
 def gate_verdict(table: pd.DataFrame) -> dict:
-    """The gate's rules on one cell's table: the networks fit (BL and scratch at least
-    :data:`GATE_MIN_TRAIN_ACC` at every carried epoch after the first mega-batch), the penalty
-    exists (scratch − BL ≥ :data:`GATE_MIN_PENALTY` on every seed), the official-code BL is measured,
-    and the reported runs fit :data:`LONG_BUDGET_MIN` at the cell's recorded run time."""
+    """The gate's rules on one cell's table (complete only with the official-code BL stored beside
+    ours, so it is always measured): the networks fit (BL and scratch at least
+    :data:`GATE_MIN_TRAIN_ACC` at every carried epoch after the first mega-batch, every seed) and
+    the penalty exists (scratch − BL ≥ :data:`GATE_MIN_PENALTY` on every seed). Beside the verdict,
+    not part of it: what the reported runs would cost at this cell (``long_cold_minutes``,
+    ``affordable``)."""
     acc = table.pivot_table(index="seed", columns="variant", values="test_acc")
     fit = table[table.variant.isin(["bl", "scratch"])].min_train_acc_after_first
     penalty = acc["scratch"] - acc["bl"]
     run_min = float(table.seconds.mean()) / 60
-    cold = (LONG_REPORTED_RUNS * run_min + table.seconds.sum() / 60) / 2
+    cold = (LONG_REPORTED_RUNS * run_min * 1.2 + table.seconds.sum() / 60) / 2
     out = {"min_train_acc": float(fit.min()), "penalty_mean": float(penalty.mean()),
            "penalty_min": float(penalty.min()), "bl_acc": float(acc["bl"].mean()),
-           "scratch_acc": float(acc["scratch"].mean()),
-           "bl_code_acc": float(acc["bl_code"].mean()) if "bl_code" in acc else float("nan"),
-           "run_minutes": run_min, "long_cold_minutes": cold}
-    out.update(fits=bool(fit.min() >= GATE_MIN_TRAIN_ACC), penalty=bool((penalty >= GATE_MIN_PENALTY).all()),
-               bl_code_measured="bl_code" in acc and bool(acc["bl_code"].notna().all()),
-               affordable=bool(cold <= LONG_BUDGET_MIN))
-    out["passes"] = out["fits"] and out["penalty"] and out["bl_code_measured"] and out["affordable"]
+           "scratch_acc": float(acc["scratch"].mean()), "bl_code_acc": float(acc["bl_code"].mean()),
+           "run_minutes": run_min, "long_cold_minutes": cold, "affordable": bool(cold <= LONG_BUDGET_MIN)}
+    # accuracies are error counts over the select images: compare with a tolerance, or an exact
+    # one-point difference can fail on rounding
+    out.update(fits=bool(fit.min() >= GATE_MIN_TRAIN_ACC - 1e-9),
+               penalty=bool((penalty >= GATE_MIN_PENALTY - 1e-9).all()))
+    out["passes"] = out["fits"] and out["penalty"]
     return out
 
 
