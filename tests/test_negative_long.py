@@ -71,9 +71,12 @@ def test_the_gate_plans_one_cell_at_a_time_and_stops_at_the_first_that_passes(tm
     assert [c for _, c in npt.planned_runs(LONG, failed)] == npt.gate_configs(LONG, "16:8")
     passed = _gate_store(tmp_path / "b", {"16:4": ([0.40] * 3, [0.1] * 3), "16:8": ([0.5] * 3, [0.06, 0.07, 0.08])})
     summary = npt.gate_summary(LONG, passed)
-    assert summary["status"] == "pass" and summary["cell"] == "16:8" and npt.planned_runs(LONG, passed) == []
+    assert summary["status"] == "pass" and summary["cell"] == "16:8"
+    reported = [c for _, c in npt.planned_runs(LONG, passed)]   # then the reported runs, at the chosen cell
+    assert len(reported) == 148 and {c["model"]["width"] for c in reported} == {8}
+    assert not any(c["data"].get("n_select") for c in reported)
     assert len(summary["table"]) == 6 and summary["table"].seconds_per_epoch.iloc[0] == pytest.approx(4.2)
-    assert len(npt.full_plan(LONG)) == 3 * 6  # the dry run prices every cell
+    assert len(npt.full_plan(LONG)) == 3 * 6 + 148  # the dry run prices every cell and the reported runs
 
 
 @pytest.mark.parametrize("accs, deficits, failing", [
@@ -107,3 +110,69 @@ def test_gate_cell_table_reads_real_learning_path_runs(tmp_path, monkeypatch):
     assert len(table) == 3 and (table.blur_epochs == 1).all() and table.baseline_epochs.between(1, 2).all()
     assert np.allclose(table.deficit, table.blur_clean_loss - table.baseline_loss) and (table.seconds_per_epoch > 0).all()
     assert set(npt.gate_verdict(table)) >= {"passes", "learns", "deficit_every_seed", "deficit_large"}
+
+
+REPORTED = npt.reported_params(LONG, {"status": "pass", "cell": "16:8"})
+
+
+def test_quick_configs_keep_the_keys_of_the_stored_runs():
+    quick = runner.resolve_params("negative_pretraining", profile="quick")
+    keys = {store.run_key(c, npt.run.code_version) for c in npt.configs(quick)}
+    stored = {p.name for p in (store.project_root() / "results" / npt.EXPERIMENT).iterdir() if p.is_dir()}
+    assert len(keys) == 86 and keys <= stored
+
+
+def test_the_reported_plan_at_long():
+    plan = npt.plan(REPORTED)
+    assert plan.config.map(store.config_hash).nunique() == 148
+    assert {c["model"]["width"] for c in plan.config} == {8} and {c["data"]["resolution"] for c in plan.config} == {16}
+    seeds = plan.groupby(["dataset", "group", "condition"]).seed.nunique()
+    primary = [("baseline", "clean only"), ("A", "0.001 → 0.001"), ("A", "0.001 → 0.002"), ("control", "clean → clean"),
+               ("C", "[No, No]"), ("C", "[Yes, Yes]"), ("B-blur", "N=4")]
+    assert all(seeds["cifar10", g, c] == 8 for g, c in primary)
+    assert (seeds.drop([("cifar10", g, c) for g, c in primary]) == 5).all()
+    # blur(L*) → clean on the curve is the same run as intervention A's default (one config)
+    curve = plan[(plan.group == "curve-blur") & (plan.x == 20)].config.map(store.config_hash)
+    default = plan[(plan.group == "A") & (plan.condition == "0.001 → 0.001")].config.map(store.config_hash)
+    assert set(curve) <= set(default)
+    equal_path = plan[plan.group == "B-blur-equal"].config.iloc[0]["path"]
+    assert [s["process"]["max_epochs"] for s in equal_path[:-1]] == [7, 7, 6] and equal_path[-1]["process"]["patience"] == 10
+    assert all(s["process"]["patience"] is None and not s["process"]["restore_best"] for s in equal_path[:-1])
+    paper = plan[plan.group == "paper"].drop_duplicates("condition").set_index("condition").config
+    assert paper["blur(ES) → clean"]["path"][0]["process"]["restore_best"]
+    assert not paper["blur(ES, last) → clean"]["path"][0]["process"]["restore_best"]
+    assert set(plan.dataset) == {"cifar10", "fashion_mnist", "mnist"}
+
+
+def test_a_failed_gate_runs_the_deficit_but_not_the_fixes_whose_claims_are_then_not_testable():
+    failed = npt.reported_params(LONG, {"status": "fail", "cell": None})
+    plan = npt.plan(failed)
+    assert {c["model"]["width"] for c in plan.config} == {4}               # the first cell
+    assert not ((plan.group == "C") & (plan.condition != "[No, No]")).any()
+    assert set(plan[plan.group == "A"].condition) == {"0.001 → 0.001"} and not plan.group.str.endswith("-equal").any()
+    assert set(plan[plan.group == "B-blur"].x) == {2} and {"curve-blur", "paper", "control"} <= set(plan.group)
+    final = plan.assign(test_loss=1.0, test_acc=0.5, last_train_loss_at_best=0.1, last_best_epoch=5)
+    frames = npt.claim_frames(final, failed)
+    for cid in ("fix_A_higher_rate", "fix_C_bias_both", "fix_B_finer_blur", "B_blur_equal_epochs"):
+        assert frames[cid] is None
+    for cid in ("deficit", "control_needs_blur", "deficit_longest", "deficit_paper", "no_deficit_mnist"):
+        assert frames[cid] is not None and len(frames[cid])
+
+
+def test_every_claim_has_its_arms_at_long_and_at_most_five_are_primary():
+    assert sum(c.primary for c in npt.CLAIMS) <= 5
+    arms = npt.arms(REPORTED)
+    for claim in npt.CLAIMS:
+        assert claim.a in arms and claim.b in arms, claim.id
+    final = npt.plan(REPORTED).assign(test_loss=1.0, test_acc=0.5, last_train_loss_at_best=0.1, last_best_epoch=5)
+    frames = npt.claim_frames(final, REPORTED)
+    assert set(frames["no_deficit_fashion_mnist"].seed) == set(range(5))
+    assert frames["deficit"].seed.nunique() == 8
+
+
+def test_plan_seconds_charges_a_shared_prefix_once():
+    plan = npt.plan(REPORTED)
+    a = plan[(plan.group == "A") & (plan.condition == "0.001 → 0.001") & (plan.seed == 0)].config.iloc[0]
+    c = plan[(plan.group == "C") & (plan.condition == "[No, Yes]") & (plan.seed == 0)].config.iloc[0]
+    alone, after = npt.plan_seconds([c]), npt.plan_seconds([a, c])
+    assert after[1] < alone[0] and after[0] == pytest.approx(npt.plan_seconds([a])[0])

@@ -65,7 +65,22 @@ def estimate_seconds(store: Store, run: PlannedRun, module=None, _cache: dict | 
     if times:
         return sum(times) / len(times)
     cost = getattr(module, "cost_seconds", None)
-    return float(cost(run.config)) if cost is not None else None
+    value = cost(run.config) if cost is not None else None  # None: the chapter cannot price this run
+    return float(value) if value is not None else None
+
+
+def price_shared(module, runs: list[PlannedRun], store: Store, cache: dict) -> None:
+    """Re-price, in place, the runs whose estimate is the chapter's model (no recorded run of the
+    same kind) with its ``plan_seconds(configs, store)`` when it has one: work several runs share
+    (e.g. a learning path's memoised prefix) is charged once, to the first run in ``runs``."""
+    price = getattr(module, "plan_seconds", None)
+    if price is None or not runs:
+        return
+    costs = price([r.config for r in runs], store)
+    for run, cost in zip(runs, costs):
+        recorded = cache.get((run.experiment, run.version), {}).get(_without_seeds(run.config))
+        if not recorded and cost is not None:
+            run.estimate_s = float(cost)
 
 
 def _planned(chapter: Chapter, params: dict, store: Store):
@@ -151,6 +166,11 @@ def compute(chapter: Chapter | str, params: dict | None = None, profile: str | N
     n_workers = workers or 1
     missing, planned = missing_runs(chapter, params, store)
     if dry_run:
+        module = chapter_module(chapter)
+        cache: dict = {}
+        for run in missing:  # fills the cache of recorded times that price_shared consults
+            estimate_seconds(store, run, module, cache)
+        price_shared(module, missing, store, cache)
         table = dry_run_table(missing, n_workers)
         known = sum(r.estimate_s for r in missing if r.estimate_s is not None)
         print(f"zaplib compute {chapter.name} --profile {params['profile']} (dry run): "
@@ -159,14 +179,13 @@ def compute(chapter: Chapter | str, params: dict | None = None, profile: str | N
               "without an estimate); later stages are planned once these are stored", file=out)
         if len(table):
             print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"), file=out)
-        module = chapter_module(chapter)
         if hasattr(module, "full_plan"):  # every stage at once, later choices as placeholders
             # with the store: a chapter whose later choices are already stored (a gate) plans with them
             whole = [PlannedRun(fn, c, fn.experiment, code_version(fn.experiment, fn))
                      for fn, c in module.full_plan(params, store=store)]
-            cache: dict = {}
             for run in whole:
                 run.estimate_s = estimate_seconds(store, run, module, cache)
+            price_shared(module, whole, store, cache)
             whole_table = dry_run_table(whole, n_workers)
             total = sum(r.estimate_s or 0 for r in whole)
             print("whole profile (later stages with placeholder choices): "

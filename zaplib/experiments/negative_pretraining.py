@@ -90,7 +90,13 @@ def plan(p: dict) -> pd.DataFrame:
     (§6, ``bias_shift``); ``B-blur`` / ``B-contrast`` / ``B-shift`` 1-D paths with N in
     ``n_steps`` (§5, Fig. 4); ``B2-<a>+<b>-<order>`` 2-D paths with N in ``n_steps_2d`` (Fig. 5);
     ``control`` (own addition) clean → clean with task 1's process, separating "a long first phase"
-    from "a blurred first phase". Identical configs in several groups run once (the store keys
+    from "a blurred first phase". Issue 16 adds, where the profile sets them: ``curve-blur`` /
+    ``curve-clean`` (fixed first phases of each of ``first_lengths``, x = the length), ``paper``
+    (every task early-stopped; the blurred one restored, x = 0, or with its last weights, x = 1;
+    clean first, x = 2), ``B-<kind>-equal`` (the finest path with the first phase's epochs shared
+    out), ``key_seeds`` on the primary claims' arms and ``negative_controls`` (baseline and blur →
+    clean on other datasets); ``fix_arms=False`` (set by :func:`reported_params` after a failed
+    gate) leaves out the fixes' arms. Identical configs in several groups run once (the store keys
     them by content)."""
     procs = _processes(p)
     main, disc, first = procs["main"], procs["disc"], procs["first"]
@@ -112,31 +118,66 @@ def plan(p: dict) -> pd.DataFrame:
                          "config": path_config(path, seed, data_of(ds), model_cfg, probes)})
 
     lr = p["lr"]
+    key = list(p["seeds"]) + [s for s in p.get("key_seeds", []) if s not in p["seeds"]]  # the primary arms' seeds
+
+    def fixed(proc: LearningProcess, epochs: int) -> LearningProcess:  # a fixed phase, last weights kept
+        return replace(proc, max_epochs=int(epochs), patience=None, restore_best=False)
+
     for ds in p["datasets"]:
         blurred = Task(ds, blur=p["blur_k"])
-        add(ds, "baseline", "clean only", 0, baseline_path(ds, main), p["seeds"])
-        add(ds, "A", f"{lr:g} → {lr:g}", 0, two_task_path(blurred, first(main), main), p["seeds"])
-        for i, f in enumerate(p["lr_factors"]):
+        add(ds, "baseline", "clean only", 0, baseline_path(ds, main), key)
+        add(ds, "A", f"{lr:g} → {lr:g}", 0, two_task_path(blurred, first(main), main), key)
+        for i, f in enumerate(p["lr_factors"] if p.get("fix_arms", True) else []):
             other = lr * f
             add(ds, "A", f"{lr:g} → {other:g}", 2 * i + 1,
-                two_task_path(blurred, first(main), replace(main, lr=other)), p["seeds"])
-            add(ds, "A", f"{other:g} → {other:g}", 2 * i + 2,
-                two_task_path(blurred, first(main, other), replace(main, lr=other)), p["seeds"])
+                two_task_path(blurred, first(main), replace(main, lr=other)), key if f == max(p["lr_factors"]) > 1 else p["seeds"])
+            if p.get("constant_rates", True):
+                add(ds, "A", f"{other:g} → {other:g}", 2 * i + 2,
+                    two_task_path(blurred, first(main, other), replace(main, lr=other)), p["seeds"])
         for i, (b1, b2) in enumerate(((False, False), (False, True), (True, False), (True, True))):
+            if (b1 or b2) and not p.get("fix_arms", True):
+                continue
             add(ds, "C", f"[{'Yes' if b1 else 'No'}, {'Yes' if b2 else 'No'}]", i,
-                two_task_path(blurred, first(main), main, (b1, b2), p["bias_shift"]), p["seeds"])
+                two_task_path(blurred, first(main), main, (b1, b2), p["bias_shift"]),
+                key if (b1, b2) in ((False, False), (True, True)) else p["seeds"])
         if p["control"]:
-            add(ds, "control", "clean → clean", 0, two_task_path(Task(ds), first(main), main), p["seeds"])
+            add(ds, "control", "clean → clean", 0, two_task_path(Task(ds), first(main), main), key)
+        # issue 16: the deficit against the first phase's length (Achille et al.'s curve), blurred
+        # and clean first phases of a fixed length with their last weights, the clean phase early-stopped
+        for length in p.get("first_lengths", []):
+            add(ds, "curve-blur", f"blur({length}) → clean", length, two_task_path(blurred, fixed(main, length), main), p["seeds"])
+            add(ds, "curve-clean", f"clean({length}) → clean", length, two_task_path(Task(ds), fixed(main, length), main), p["seeds"])
+        # the paper's own protocol: every task early-stopped; the blurred one with its best checkpoint
+        # restored, and with its last weights (if the paper did not restore, its blur phase ran
+        # `patience` epochs past its optimum)
+        if p.get("paper_protocol", False):
+            add(ds, "paper", "blur(ES) → clean", 0, two_task_path(blurred, main, main), p["seeds"])
+            add(ds, "paper", "blur(ES, last) → clean", 1, two_task_path(blurred, replace(main, restore_best=False), main), p["seeds"])
+            add(ds, "paper", "clean(ES) → clean", 2, two_task_path(Task(ds), main, main), p["seeds"])
         for kind in TRANSFORMS:
             seeds = p["seeds"] if kind == "blur" else p["disc_seeds"]
-            for n in p["n_steps"]:
-                add(ds, f"B-{kind}", f"N={n}", n, path_1d(kind, starts[kind], n, ds, first(disc), disc), seeds)
+            for n in (p["n_steps"] if p.get("fix_arms", True) else [m for m in p["n_steps"] if m == 2]):
+                add(ds, f"B-{kind}", f"N={n}", n, path_1d(kind, starts[kind], n, ds, first(disc), disc),
+                    key if kind == "blur" and n == max(p["n_steps"]) > 2 else seeds)
+            # equal-epoch control: the finest path's tasks before the target share the first phase's
+            # epochs (e.g. 7 / 7 / 6 of 20), so it trains no longer than the jump; the target early-stopped
+            if kind in p.get("equal_epochs", []) and max(p["n_steps"]) > 2 and p["first_epochs"] > 0 and p.get("fix_arms", True):
+                n = max(p["n_steps"])
+                split = [p["first_epochs"] // (n - 1) + (1 if i < p["first_epochs"] % (n - 1) else 0) for i in range(n - 1)]
+                steps = path_1d(kind, starts[kind], n, ds, disc, disc)
+                steps = tuple(replace(step, process=fixed(disc, e)) for step, e in zip(steps, split)) + (steps[-1],)
+                add(ds, f"B-{kind}-equal", f"N={n}, equal epochs", n, steps, seeds)
         for pair in p["paths_2d"]:
             a, b = pair.split("+")
             for order in ORDERS_2D:
                 for n in p["n_steps_2d"]:
                     add(ds, f"B2-{pair}-{order}", f"N={n}", n,
                         path_2d((a, b), (starts[a], starts[b]), order, n, ds, first(disc), disc), p["disc_seeds"])
+    # negative controls (issue 16): datasets where the paper reports little effect, baseline and
+    # blur(L*) → clean only
+    for ds in p.get("negative_controls", []):
+        add(ds, "baseline", "clean only", 0, baseline_path(ds, main), p["seeds"])
+        add(ds, "A", f"{lr:g} → {lr:g}", 0, two_task_path(Task(ds, blur=p["blur_k"]), first(main), main), p["seeds"])
     return pd.DataFrame(rows)
 
 
@@ -219,6 +260,18 @@ LOWER_RATE_TASK2 = "η → lower η on task 2"         # A: default rate, then l
 BIAS_NO_NO, BIAS_YES_NO, BIAS_YES_YES = "[No, No]", "[Yes, No]", "[Yes, Yes]"  # C: before [task 1, task 2]
 
 
+# issue 16's arms: the length curve (shortest / longest first phase of ``first_lengths``), the
+# paper's protocol and the equal-epoch discretised paths
+BLUR_SHORTEST, BLUR_LONGEST = "blur(shortest) → clean", "blur(longest) → clean"
+CLEAN_SHORTEST, CLEAN_LONGEST = "clean(shortest) → clean", "clean(longest) → clean"
+PAPER_BLUR, PAPER_BLUR_LAST, PAPER_CLEAN = "blur(ES) → clean", "blur(ES, last) → clean", "clean(ES) → clean"
+
+
+def equal(kind: str) -> str:
+    """The arm of the finest 1-D path of ``kind`` with the jump's first-phase epochs shared out."""
+    return f"{kind} path, N = max, equal epochs"
+
+
 def finest(kind: str) -> str:
     """The arm of the finest 1-D path of ``kind`` (N = max(n_steps) tasks)."""
     return f"{kind} path, N = max"
@@ -241,6 +294,7 @@ TRAIN_LOSS = "last_train_loss_at_best"  # training loss of the clean task at tha
 TRAIN_LOSS_MARGIN = 0.05
 
 _loss = dict(metric=LOSS, paired=True, unit="seed", unit_label=" nats", digits=3)
+_acc = dict(paired=True, unit="seed", scale=100.0, unit_label=" pts", digits=2)
 
 CLAIMS = [
     # --- primary: the effect and one fix of each intervention (one Holm family) --------------
@@ -256,11 +310,11 @@ CLAIMS = [
     report.Claim("fix_C_bias_both", "C: a bias reset before both tasks lowers it ([Yes, Yes] vs [No, No])",
                  "clear decrease on CIFAR-10 (Fig. 6)", a=BIAS_YES_YES, b=BIAS_NO_NO,
                  direction=-1, primary=True, requires=("deficit",), **_loss),
-    # --- exploratory -----------------------------------------------------------------------
-    # Our own control, not a claim of the paper: exploratory so that the primary family is the
-    # paper's effect and its three fixes.
+    # Our own control, not a claim of the paper, primary since issue 16: without it a deficit may
+    # be a long first phase (over-training), not the blur.
     report.Claim("control_needs_blur", "Own control: the deficit needs the blur (blur → clean vs clean → clean)",
-                 "— (not tested in the paper)", a=BLUR_CLEAN, b=CLEAN_CLEAN, direction=+1, **_loss),
+                 "— (not tested in the paper)", a=BLUR_CLEAN, b=CLEAN_CLEAN, direction=+1, primary=True, **_loss),
+    # --- exploratory -----------------------------------------------------------------------
     report.Claim("A_changing_beats_constant",
                  "A: changing the rate beats a constant high rate (η → higher η vs higher η on both)",
                  "better in expectation, consistently across datasets (§4)", a=HIGHER_RATE_TASK2,
@@ -270,10 +324,10 @@ CLAIMS = [
                  direction=+1, **_loss),
     report.Claim("B_finer_contrast", "B: a finer contrast path lowers it (N = max vs N = 2)",
                  "removes most of the effect (Fig. 4)", a=finest("contrast"), b=jump("contrast"),
-                 direction=-1, **_loss),
+                 direction=-1, requires=("deficit_contrast",), **_loss),
     report.Claim("B_finer_shift", "B: a finer shift path lowers it (N = max vs N = 2)",
                  "improves further on an already good jump (Fig. 4)", a=finest("shift"), b=jump("shift"),
-                 direction=-1, **_loss),
+                 direction=-1, requires=("deficit_shift",), **_loss),
     report.Claim("C_bias_task1_only", "C: a bias reset before the blurred task only lowers it ([Yes, No] vs [No, No])",
                  "removes the effect on CIFAR-10 (Fig. 6)", a=BIAS_YES_NO, b=BIAS_NO_NO,
                  direction=-1, requires=("deficit",), **_loss),
@@ -281,6 +335,54 @@ CLAIMS = [
                  "C: a bias reset lengthens the clean task to its best validation epoch ([Yes, Yes] vs [No, No])",
                  "+44 % epochs on CIFAR-10 (§6)", metric=BEST_EPOCH, a=BIAS_YES_YES, b=BIAS_NO_NO,
                  direction=+1, paired=True, unit="seed", unit_label=" epochs", digits=1),
+    # issue 16: accuracy beside loss (over-confidence or lost ability?)
+    report.Claim("deficit_acc", "Blur pre-training lowers the final clean test accuracy (blur → clean vs clean only)",
+                 "— (the paper reports loss)", metric="test_acc", a=BLUR_CLEAN, b=CLEAN_ONLY, direction=-1,
+                 **_acc),
+    report.Claim("control_acc", "Own control, in accuracy (blur → clean vs clean → clean)",
+                 "— (not tested in the paper)", metric="test_acc", a=BLUR_CLEAN, b=CLEAN_CLEAN, direction=-1,
+                 **_acc),
+    # issue 16: the deficit against the first phase's length (Achille et al. 2019's curve)
+    report.Claim("deficit_shortest", "The deficit after the shortest blurred first phase (blur(shortest) → clean vs clean only)",
+                 "— (Achille et al.: grows with the blurred phase)", a=BLUR_SHORTEST, b=CLEAN_ONLY, direction=+1, **_loss),
+    report.Claim("deficit_longest", "The deficit after the longest blurred first phase (blur(longest) → clean vs clean only)",
+                 "— (Achille et al.: grows with the blurred phase)", a=BLUR_LONGEST, b=CLEAN_ONLY, direction=+1, **_loss),
+    report.Claim("needs_blur_shortest", "Shortest first phase: blurred worse than clean (blur(shortest) → clean vs clean(shortest) → clean)",
+                 "— (not tested in the paper)", a=BLUR_SHORTEST, b=CLEAN_SHORTEST, direction=+1, **_loss),
+    report.Claim("needs_blur_longest", "Longest first phase: blurred worse than clean (blur(longest) → clean vs clean(longest) → clean)",
+                 "— (not tested in the paper)", a=BLUR_LONGEST, b=CLEAN_LONGEST, direction=+1, **_loss),
+    report.Claim("deficit_grows", "A longer blurred phase leaves a larger deficit (blur(longest) vs blur(shortest))",
+                 "grows with the length of the deficit (Achille et al.)", a=BLUR_LONGEST, b=BLUR_SHORTEST,
+                 direction=+1, **_loss),
+    report.Claim("clean_overtraining_grows", "A longer clean first phase also costs (clean(longest) vs clean(shortest))",
+                 "— (the over-training confound)", a=CLEAN_LONGEST, b=CLEAN_SHORTEST, direction=+1, **_loss),
+    # issue 16: the paper's own protocol, every task early-stopped
+    report.Claim("deficit_paper", "Paper protocol: blur (early-stopped, best checkpoint) → clean vs clean only",
+                 "clearly above the baseline on CIFAR-10 (Figs. 3, 6)", a=PAPER_BLUR, b=CLEAN_ONLY, direction=+1, **_loss),
+    report.Claim("deficit_paper_last", "Paper protocol, blur phase with its last weights (patience epochs past its best) vs clean only",
+                 "— (if the paper did not restore the best checkpoint)", a=PAPER_BLUR_LAST, b=CLEAN_ONLY, direction=+1, **_loss),
+    report.Claim("needs_blur_paper", "Paper protocol: blur(ES) → clean vs clean(ES) → clean",
+                 "— (not tested in the paper)", a=PAPER_BLUR, b=PAPER_CLEAN, direction=+1, **_loss),
+    # issue 16: deficits of the other transforms, and the equal-epoch controls of intervention B
+    report.Claim("deficit_contrast", "Contrast pre-training raises the final clean test loss (contrast jump vs clean only)",
+                 "an effect to remove (Fig. 4)", a=jump("contrast"), b=CLEAN_ONLY, direction=+1, **_loss),
+    report.Claim("deficit_shift", "Shift pre-training raises the final clean test loss (shift jump vs clean only)",
+                 "a small effect (Fig. 4)", a=jump("shift"), b=CLEAN_ONLY, direction=+1, **_loss),
+    report.Claim("B_blur_equal_epochs", "B at equal epochs: a finer blur path lowers the loss with no more first-phase epochs",
+                 "— (finer paths also train longer)", a=equal("blur"), b=jump("blur"), direction=-1,
+                 requires=("deficit",), **_loss),
+    report.Claim("B_shift_equal_epochs", "B at equal epochs: a finer shift path lowers the loss with no more first-phase epochs",
+                 "— (finer paths also train longer)", a=equal("shift"), b=jump("shift"), direction=-1,
+                 requires=("deficit_shift",), **_loss),
+    report.Claim("shift_as_augmentation", "Shift acts as augmentation: a shifted first phase beats a clean one (shift jump vs clean → clean)",
+                 "— (own control)", a=jump("shift"), b=CLEAN_CLEAN, direction=-1, **_loss),
+    # issue 16: negative controls, datasets where the paper reports little effect (CLAIM_DATASETS)
+    report.Claim("no_deficit_fashion_mnist", f"Fashion-MNIST: no deficit (blur → clean vs clean only, within ±{TRAIN_LOSS_MARGIN} nats)",
+                 "little effect on Fashion-MNIST", a=BLUR_CLEAN, b=CLEAN_ONLY, kind="equivalence",
+                 margin=TRAIN_LOSS_MARGIN, **_loss),
+    report.Claim("no_deficit_mnist", f"MNIST: no deficit (blur → clean vs clean only, within ±{TRAIN_LOSS_MARGIN} nats)",
+                 "little effect on MNIST", a=BLUR_CLEAN, b=CLEAN_ONLY, kind="equivalence",
+                 margin=TRAIN_LOSS_MARGIN, **_loss),
     report.Claim("S7_train_loss_same",
                  "§7: not an optimisation issue — the training loss at the best epoch is the same after blur "
                  f"(blur → clean vs clean only, within ±{TRAIN_LOSS_MARGIN} nats)",
@@ -324,7 +426,26 @@ def arms(p: dict) -> dict[str, tuple[str, str | None, int | None]]:
             out[jump(kind)] = (f"B-{kind}", None, 2)
         if max(n_steps) > 2:
             out[finest(kind)] = (f"B-{kind}", None, max(n_steps))
+            if kind in p.get("equal_epochs", []) and p["first_epochs"] > 0:
+                out[equal(kind)] = (f"B-{kind}-equal", None, None)
+    if not p.get("fix_arms", True):  # a failed regime gate: the fixes' arms are not run (reported_params)
+        out = {k: v for k, v in out.items() if k not in (HIGHER_RATE_TASK2, HIGHER_RATE_BOTH, LOWER_RATE_TASK2,
+                                                           BIAS_YES_NO, BIAS_YES_YES)
+               and not k.endswith(("N = max", "equal epochs"))}
+    lengths = sorted(p.get("first_lengths", []))
+    if len(lengths) >= 2:
+        out.update({BLUR_SHORTEST: ("curve-blur", None, lengths[0]), BLUR_LONGEST: ("curve-blur", None, lengths[-1]),
+                    CLEAN_SHORTEST: ("curve-clean", None, lengths[0]), CLEAN_LONGEST: ("curve-clean", None, lengths[-1])})
+    if p.get("paper_protocol", False):
+        out.update({PAPER_BLUR: ("paper", PAPER_BLUR, None), PAPER_BLUR_LAST: ("paper", PAPER_BLUR_LAST, None),
+                    PAPER_CLEAN: ("paper", PAPER_CLEAN, None)})
     return out
+
+
+#: Claims tested on another dataset than the chapter's first (negative controls, issue 16), and the
+#: baseline accuracy each needs before "no deficit" means anything (a network that learns the task).
+CLAIM_DATASETS = {"no_deficit_fashion_mnist": "fashion_mnist", "no_deficit_mnist": "mnist"}
+CONTROL_LEARNS = {"fashion_mnist": 0.80, "mnist": 0.95}
 
 
 def arm_frame(final: pd.DataFrame, p: dict, arm: str, dataset: str | None = None) -> pd.DataFrame:
@@ -344,11 +465,13 @@ def claim_frames(final: pd.DataFrame, p: dict, dataset: str | None = None) -> di
     dataset = p["datasets"][0] if dataset is None else dataset
     frames = {}
     for claim in CLAIMS:
-        if claim.a not in arms(p) or claim.b not in arms(p):
+        on = CLAIM_DATASETS.get(claim.id, dataset)
+        if claim.a not in arms(p) or claim.b not in arms(p) or (claim.id in CLAIM_DATASETS and on not in p.get("negative_controls", [])):
             frames[claim.id] = None
             continue
-        both = [arm_frame(final, p, arm, dataset) for arm in (claim.a, claim.b)]
-        frames[claim.id] = pd.concat(both, ignore_index=True)[["seed", "condition", "group", claim.metric]]
+        both = [arm_frame(final, p, arm, on) for arm in (claim.a, claim.b)]
+        frames[claim.id] = (pd.concat(both, ignore_index=True)[["seed", "condition", "group", claim.metric]]
+                            if all(len(arm) for arm in both) else None)
     return frames
 
 
@@ -367,6 +490,18 @@ def preconditions(final: pd.DataFrame, steps: pd.DataFrame, p: dict,
         checks[claim_id] = [report.Precondition.at_least(
             f"the bias reset changes entries (fewest over seeds, {arm})",
             float(shifted.min()) if len(shifted) else float("nan"), 1)]
+    for claim_id, on in CLAIM_DATASETS.items():
+        if on in p.get("negative_controls", []):
+            accuracy = arm_frame(final, p, CLEAN_ONLY, on)["test_acc"].mean()
+            checks[claim_id] = [report.Precondition.at_least(
+                f"the {on} baseline learns (mean clean test accuracy)", float(accuracy), CONTROL_LEARNS[on])]
+    if p.get("paper_protocol", False):  # the early-stopped blur phase must have stopped before its cap
+        blur_steps = arm_frame(steps, p, PAPER_BLUR, dataset)
+        blur_steps = blur_steps[blur_steps["step"] == 0]
+        capped = int((blur_steps["epochs_run"] >= p["max_epochs"]).sum()) if len(blur_steps) else -1
+        for claim_id in ("deficit_paper", "deficit_paper_last", "needs_blur_paper"):
+            checks[claim_id] = [report.Precondition(
+                "seeds whose early-stopped blur phase ran into its epoch cap", float(capped), capped == 0, "= 0")]
     contrast_jump = arm_frame(final, p, jump("contrast"), dataset)
     if len(contrast_jump):
         paired = contrast_jump.merge(baseline, on="seed", suffixes=("_jump", "_base"))
@@ -443,6 +578,12 @@ CHAPTER = Chapter(
         "sharpness_sigma": (float, 0.1, "relative size of the random weight perturbation"),
         "hessian_iters": (int, 0, "power iterations for the top Hessian eigenvalue (0 = off)"),
         "workers": (int, 2, "local worker processes (one torch thread each)"),
+        "key_seeds": (list[int], [], "extra seeds of the primary claims' arms (baseline, blur → clean, clean → clean, η → higher η, [Yes, Yes], the finest blur path)"),
+        "first_lengths": (list[int], [], "lengths (epochs) of the fixed first phase of the deficit-vs-length curve, blurred and clean"),
+        "paper_protocol": (bool, False, "also run the paper's protocol: every task early-stopped, the blurred one restored and with its last weights"),
+        "equal_epochs": (list[str], [], "transforms whose finest path also runs with the jump's first-phase epochs shared out (blur, contrast, shift)"),
+        "negative_controls": (list[str], [], "datasets run as negative controls: baseline and blur → clean only (fashion_mnist, mnist)"),
+        "constant_rates": (bool, True, "intervention A: also run the constant rates lr·f → lr·f"),
         "gate_seeds": (list[int], [], "seeds of the regime gate (apart from every reported seed; empty: no gate)"),
         "gate_cells": (list[str], [], "the gate's grid, tried cheapest first: RESOLUTION:WIDTH cells (e.g. 16:4)"),
     },
@@ -460,11 +601,14 @@ CHAPTER = Chapter(
         # (gate_configs, gate_summary) decides whether the deficit exists at this scale, on seeds
         # of its own, before the reported runs and their claims are declared
         # (docs/plans/negative-pretraining-long-plan.md).
-        "long": {"datasets": ["cifar10"], "seeds": [0, 1, 2, 3, 4], "model": "resnet10", "width": 4,
+        "long": {"datasets": ["cifar10"], "seeds": [0, 1, 2, 3, 4], "disc_seeds": [0, 1, 2, 3, 4],
+                 "key_seeds": [5, 6, 7], "model": "resnet10", "width": 4,
                  "resolution": 16, "n_train": 15000, "n_val": 2500, "n_test": 0, "lr": 1e-3,
-                 "lr_factors": [0.5, 2.0], "first_epochs": 20, "max_epochs": 100, "patience": 10,
-                 "disc_max_epochs": 100, "disc_patience": 10, "blur_k": 4.0, "n_steps": [2, 4],
-                 "n_steps_2d": [2], "paths_2d": [], "gate_seeds": [900, 901, 902],
+                 "lr_factors": [0.5, 2.0], "constant_rates": False, "first_epochs": 20,
+                 "first_lengths": [10, 20, 40], "paper_protocol": True, "max_epochs": 100, "patience": 10,
+                 "disc_max_epochs": 100, "disc_patience": 10, "blur_k": 4.0, "shift_start": 4.0,
+                 "n_steps": [2, 4], "equal_epochs": ["blur", "shift"], "n_steps_2d": [2], "paths_2d": [],
+                 "negative_controls": ["fashion_mnist", "mnist"], "gate_seeds": [900, 901, 902],
                  "gate_cells": ["16:4", "16:8", "32:4"]},
         "paper": {"datasets": ["cifar10", "fashion_mnist", "mnist", "svhn"], "seeds": list(range(10)),
                   "model": "resnet18", "width": 64, "resolution": 0, "n_train": 0, "n_val": 5000,
@@ -489,15 +633,38 @@ def planned_runs(params: dict, store=None) -> list:
     failed. Its reported runs are not planned yet: they are declared, with their claims, once the
     gate has chosen the cell (issue 16)."""
     if params.get("gate_seeds"):
-        return [(run, config) for config in gate_stage(params, store)[0]]
+        todo, summary = gate_stage(params, store)
+        if summary["status"] == "pending":
+            return [(run, config) for config in todo]
+        reported = reported_params(params, summary)
+        return [(run, config) for config in sorted(configs(reported), key=lambda c: -len(c["path"]))]
     return [(run, config) for config in sorted(configs(params), key=lambda c: -len(c["path"]))]
+
+
+def reported_params(params: dict, gate: dict) -> dict:
+    """The parameters of the reported runs once the gate has decided (issue 16; plan §2): the
+    resolution and width of the cell that passed; when no cell passed, the first (cheapest) cell
+    without the fixes' arms (A's other rates, C's bias resets, the finer paths), whose claims are
+    then "not testable" — the deficit's own arms (curve, controls, paper protocol, jumps, negative
+    controls) still run."""
+    cell = gate["cell"] if gate["status"] == "pass" else params["gate_cells"][0]
+    resolution, width = parse_cell(cell)
+    out = {**params, "resolution": resolution, "width": width}
+    if gate["status"] != "pass":
+        out["fix_arms"] = False
+    return out
 
 
 def full_plan(params: dict, store=None) -> list:
     """Every run of the profile at once, for the dry run's cost table: with a gate, every cell of
-    its grid (the worst case: no cell passes before the last)."""
+    its grid not yet stored (the worst case: no cell passes before the last) and the reported runs
+    at the chosen cell (before the gate: the first cell, as a placeholder)."""
     if params.get("gate_seeds"):
-        return [(run, config) for cell in params["gate_cells"] for config in gate_configs(params, cell)]
+        gate = [(run, config) for cell in params["gate_cells"] for config in gate_configs(params, cell)]
+        _, summary = gate_stage(params, store)
+        placeholder = summary if summary["status"] != "pending" else {"status": "pass", "cell": params["gate_cells"][0]}
+        reported = reported_params(params, placeholder)
+        return gate + [(run, config) for config in sorted(configs(reported), key=lambda c: -len(c["path"]))]
     return planned_runs(params, store)
 
 
@@ -617,6 +784,57 @@ def gate_summary(params: dict, store) -> dict:
 RATES = {(16, 4): 4270.0, (16, 8): 4270.0 / 2.1, (32, 4): 4270.0 / 2.2}
 #: Epochs an early-stopped phase is priced at (the gate measures them; the cap bounds them).
 ASSUMED_ES_EPOCHS = 40
+
+
+def _epoch_seconds(config: dict) -> float | None:
+    """Seconds of one training epoch (training images + ⅓ of the validation images) at
+    :data:`RATES`, +10 % for two workers; None for a model or cell without a rate."""
+    d = config["data"]
+    rate = RATES.get((d.get("resolution") or 32, config["model"]["width"])) if config["model"]["name"] == "resnet10" else None
+    if rate is None:
+        return None
+    n_train = d.get("n_train") or 50000 - d.get("n_val", 0)
+    return 1.1 * (n_train + d.get("n_val", 0) / 3) / rate
+
+
+def measured_es_epochs(store) -> float | None:
+    """Mean epochs of the early-stopped phases of the stored gate runs (the baseline and the clean
+    phase after blur), or None before any is stored: what :func:`plan_seconds` prices an
+    early-stopped phase at once the gate has run."""
+    if store is None:
+        return None
+    epochs = []
+    for config, _ in store.wall_times(EXPERIMENT, run.code_version):
+        if config["data"].get("n_select"):
+            steps = store.load(EXPERIMENT, config, version=run.code_version)["steps"]
+            epochs += [int(row.epochs_run) for row in steps.itertuples() if row.process_patience == row.process_patience
+                       and row.process_patience is not None]
+    return float(sum(epochs) / len(epochs)) if epochs else None
+
+
+def plan_seconds(configs: Sequence[dict], store=None) -> list[float | None]:
+    """Estimated seconds of each run when ``configs`` run in this order: a step whose path prefix an
+    earlier run already took (the memo of :func:`zaplib.learning_paths.run_path`) is charged once.
+    A fixed phase costs its length, an early-stopped one the gate's measured mean
+    (:func:`measured_es_epochs`) or :data:`ASSUMED_ES_EPOCHS` before the gate, within its cap."""
+    es = measured_es_epochs(store) or ASSUMED_ES_EPOCHS
+    seen, out = set(), []
+    for config in configs:
+        per_epoch = _epoch_seconds(config)
+        if per_epoch is None:
+            out.append(None)
+            continue
+        seconds = 0.0
+        for key, step in zip(learning_paths.step_keys(config), config["path"]):
+            if key in seen:
+                continue
+            seen.add(key)
+            p = step["process"]
+            epochs = p["max_epochs"] if p["patience"] is None else min(p["max_epochs"], es)
+            seconds += epochs * per_epoch + 1.1 * (config["data"].get("n_select") or 10000) / 3 / RATES.get(
+                (config["data"].get("resolution") or 32, config["model"]["width"]), 1.0)
+        out.append(seconds)
+    return out
 
 
 def cost_seconds(config: dict) -> float | None:
