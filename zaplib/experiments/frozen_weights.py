@@ -154,8 +154,6 @@ CHAPTER = Chapter(
     },
     experiments=("frozen_weights",),
     name="frozen_weights",
-    # published at quick while the long runs are computed in chunks (issue 17); long once all stored
-    published="quick",
     title="Mutually frozen weights: weight decay, plasticity vs invariance, and resets",
     notebook="book/frozen_weights.ipynb",
     description=(
