@@ -173,6 +173,10 @@ def test_gap_transfers_prefer_two_transfers_of_one_source():
     transfers = ["mnist → fashion_mnist", "mnist:blur4 → mnist", "mnist:blur4 → fashion_mnist"]
     assert fw.gap_transfers(transfers) == ("mnist:blur4 → mnist", "mnist:blur4 → fashion_mnist")
     assert fw.gap_transfers(["mnist:blur4 → mnist"]) == ("mnist:blur4 → mnist", "mnist:blur4 → mnist")
+    # long's order: the clean → clean control first; it is no domain gap, and the clean source's
+    # pair must not stand in for the blurred one
+    long_order = ["mnist → mnist", "mnist → fashion_mnist", "mnist:blur4 → mnist", "mnist:blur4 → fashion_mnist"]
+    assert fw.gap_transfers(long_order) == ("mnist:blur4 → mnist", "mnist:blur4 → fashion_mnist")
     assert fw.is_same_dataset("fashion_mnist:blur4 → fashion_mnist")
     assert not fw.is_same_dataset("mnist → fashion_mnist")
 

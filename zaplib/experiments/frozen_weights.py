@@ -544,8 +544,13 @@ def gap_transfers(transfers: Sequence[str]) -> tuple[str, str]:
     (blurred → clean), large = another dataset; preferably two transfers from the same source, so
     that they retrain the same pre-trained networks and are paired by seed. When one kind is
     missing, the other stands in (and the gap comparison is then not run)."""
-    same = [t for t in transfers if is_same_dataset(t)]
-    cross = [t for t in transfers if not is_same_dataset(t)]
+    # a domain gap starts from a blurred source: a clean source retrained on its own dataset
+    # (e.g. mnist → mnist, the clean → clean control) has no gap, so it is neither kind when a
+    # blurred transfer is there
+    blurred = [t for t in transfers if ":blur" in t.split(" → ")[0]]
+    pool = blurred if blurred else list(transfers)
+    same = [t for t in pool if is_same_dataset(t)]
+    cross = [t for t in pool if not is_same_dataset(t)]
     for small in same:
         for large in cross:
             if small.split(" → ")[0] == large.split(" → ")[0]:
