@@ -466,9 +466,16 @@ def correlation(x, y, groups=None, level: float = 0.95, n_boot: int = 2000, seed
     pearson = stats.pearsonr(x, y)
     ci = pearson.confidence_interval(confidence_level=level)
     spearman = stats.spearmanr(x, y)
-    boot = stats.bootstrap((x, y), lambda a, b: stats.spearmanr(a, b)[0], paired=True,
-                           vectorized=False, n_resamples=n_boot, confidence_level=level,
-                           method="percentile", rng=np.random.default_rng(seed))
+    import warnings
+
+    with warnings.catch_warnings():
+        # many tied points (e.g. networks with nothing frozen) make some resamples constant: their ρ
+        # is undefined and scipy warns per resample; the interval is over the defined ones
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        boot = stats.bootstrap((x, y), lambda a, b: stats.spearmanr(a, b)[0], paired=True,
+                               vectorized=False, n_resamples=n_boot, confidence_level=level,
+                               method="percentile", rng=np.random.default_rng(seed))
     return {**out, "pearson_r": float(pearson.statistic), "pearson_lo": float(ci.low),
             "pearson_hi": float(ci.high), "pearson_p": float(pearson.pvalue),
             "spearman_rho": float(spearman.statistic),
