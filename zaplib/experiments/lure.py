@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .. import metrics, report, stream
+from .. import gates, metrics, report, stream
 from ..chapters import Chapter
 from ..store import Store, config_hash, experiment
 
@@ -659,18 +659,10 @@ def gate_verdict(table: pd.DataFrame) -> dict:
 
 
 def gate_stage(params: dict, store) -> tuple[list[dict], dict]:
-    """(configs still to compute, summary): walk the gate cells in their declared order; the first
-    cell not yet stored is planned; a stored cell that passes ends the walk. ``status`` is
-    ``"pending"``, ``"pass"`` (``cell`` the chosen one) or ``"fail"`` (no cell of the grid passed)."""
-    tables, verdicts = {}, {}
-    for cell in params["gate_cells"]:
-        table = gate_cell_table(params, cell, store)
-        if table is None:
-            return gate_configs(params, cell), {"status": "pending", "cell": None, "tables": tables, "verdicts": verdicts}
-        tables[cell], verdicts[cell] = table, gate_verdict(table)
-        if verdicts[cell]["passes"]:
-            return [], {"status": "pass", "cell": cell, "tables": tables, "verdicts": verdicts}
-    return [], {"status": "fail", "cell": None, "tables": tables, "verdicts": verdicts}
+    """(configs still to compute, summary) of the gate (:func:`zaplib.gates.walk_cells` over
+    ``gate_cells``): ``status`` is ``"pending"``, ``"pass"`` (``cell`` the chosen one) or ``"fail"``."""
+    return gates.walk_cells(params["gate_cells"], lambda cell: gate_configs(params, cell),
+                            lambda cell: gate_cell_table(params, cell, store), gate_verdict)
 
 
 #: Image-steps per second on one thread of a width-8 ResNet-18, full replay (recorded by the quick

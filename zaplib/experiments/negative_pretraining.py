@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import pandas as pd
 
-from .. import data, learning_paths, metrics, report
+from .. import data, gates, learning_paths, metrics, report
 from ..chapters import Chapter
 from ..learning_paths import (ORDERS_2D, TRANSFORMS, LearningProcess, Task, baseline_path, path_1d, path_2d,
                               path_config, two_task_path)
@@ -757,19 +757,11 @@ def gate_verdict(table: pd.DataFrame) -> dict:
 
 
 def gate_stage(params: dict, store) -> tuple[list[dict], dict]:
-    """(configs still to compute, summary): walk the gate cells in their declared order; the first
-    cell not yet stored is planned; a stored cell that passes ends the walk. The summary has
-    ``status`` (``"pending"``, ``"pass"`` or ``"fail"``: no cell of the grid passed), ``cell`` (the
-    chosen one when passed), ``tables`` and ``verdicts`` (per stored cell)."""
-    tables, verdicts = {}, {}
-    for cell in params["gate_cells"]:
-        table = gate_cell_table(params, cell, store)
-        if table is None:
-            return gate_configs(params, cell), {"status": "pending", "cell": None, "tables": tables, "verdicts": verdicts}
-        tables[cell], verdicts[cell] = table, gate_verdict(table)
-        if verdicts[cell]["passes"]:
-            return [], {"status": "pass", "cell": cell, "tables": tables, "verdicts": verdicts}
-    return [], {"status": "fail", "cell": None, "tables": tables, "verdicts": verdicts}
+    """(configs still to compute, summary) of the gate (:func:`zaplib.gates.walk_cells` over
+    ``gate_cells``): ``status`` is ``"pending"``, ``"pass"`` (``cell`` the chosen one) or ``"fail"``,
+    with ``tables`` and ``verdicts`` per stored cell."""
+    return gates.walk_cells(params["gate_cells"], lambda cell: gate_configs(params, cell),
+                            lambda cell: gate_cell_table(params, cell, store), gate_verdict)
 
 
 def gate_summary(params: dict, store) -> dict:
@@ -788,15 +780,10 @@ RATES = {(16, 4): 4270.0, (16, 8): 4270.0 / 2.1, (32, 4): 4270.0 / 2.2}
 ASSUMED_ES_EPOCHS = 40
 
 
-def _epoch_seconds(config: dict) -> float | None:
-    """Seconds of one training epoch (training images + ⅓ of the validation images) at
-    :data:`RATES`, +10 % for two workers; None for a model or cell without a rate."""
+def _rate(config: dict) -> float | None:
+    """Training images per second of the run's model and cell (:data:`RATES`), None without one."""
     d = config["data"]
-    rate = RATES.get((d.get("resolution") or 32, config["model"]["width"])) if config["model"]["name"] == "resnet10" else None
-    if rate is None:
-        return None
-    n_train = d.get("n_train") or 50000 - d.get("n_val", 0)
-    return 1.1 * (n_train + d.get("n_val", 0) / 3) / rate
+    return RATES.get((d.get("resolution") or 32, config["model"]["width"])) if config["model"]["name"] == "resnet10" else None
 
 
 def measured_es_epochs(store) -> float | None:
@@ -815,46 +802,37 @@ def measured_es_epochs(store) -> float | None:
 
 
 def plan_seconds(configs: Sequence[dict], store=None) -> list[float | None]:
-    """Estimated seconds of each run when ``configs`` run in this order: a step whose path prefix an
-    earlier run already took (the memo of :func:`zaplib.learning_paths.run_path`) is charged once.
-    A fixed phase costs its length, an early-stopped one the gate's measured mean
-    (:func:`measured_es_epochs`) or :data:`ASSUMED_ES_EPOCHS` before the gate, within its cap."""
+    """Estimated seconds of each run on one thread when ``configs`` run in this order: a step whose
+    path prefix an earlier run already took (the memo of :func:`zaplib.learning_paths.run_path`) is
+    charged once. A step costs its epochs (a fixed phase its length, an early-stopped one the
+    gate's measured mean, :func:`measured_es_epochs`, or :data:`ASSUMED_ES_EPOCHS` before the gate,
+    within its cap) × (training images + ⅓ of the validation images), plus ⅓ of its evaluation
+    images, at :data:`RATES`; +10 % for two workers sharing the machine. None for a model or cell
+    without a rate."""
     es = measured_es_epochs(store) or ASSUMED_ES_EPOCHS
     seen, out = set(), []
     for config in configs:
-        per_epoch = _epoch_seconds(config)
-        if per_epoch is None:
+        rate, d = _rate(config), config["data"]
+        if rate is None:
             out.append(None)
             continue
-        seconds = 0.0
+        n_train = d.get("n_train") or 50000 - d.get("n_val", 0)
+        images = 0.0
         for key, step in zip(learning_paths.step_keys(config), config["path"]):
             if key in seen:
                 continue
             seen.add(key)
             p = step["process"]
             epochs = p["max_epochs"] if p["patience"] is None else min(p["max_epochs"], es)
-            seconds += epochs * per_epoch + 1.1 * (config["data"].get("n_select") or 10000) / 3 / RATES.get(
-                (config["data"].get("resolution") or 32, config["model"]["width"]), 1.0)
-        out.append(seconds)
+            images += epochs * (n_train + d.get("n_val", 0) / 3) + (d.get("n_select") or d.get("n_test") or 10000) / 3
+        out.append(1.1 * images / rate)
     return out
 
 
 def cost_seconds(config: dict) -> float | None:
-    """Estimated seconds of one run on one thread: per step, its epochs (a fixed phase its length,
-    an early-stopped one :data:`ASSUMED_ES_EPOCHS` within its cap) × (training images + ⅓ of the
-    validation images), plus ⅓ of the evaluation images per step, at :data:`RATES`; +10 % for two
-    workers sharing the machine. None for a model or cell without a rate."""
-    d = config["data"]
-    rate = RATES.get((d.get("resolution") or 32, config["model"]["width"])) if config["model"]["name"] == "resnet10" else None
-    if rate is None:
-        return None
-    n_train = d.get("n_train") or 50000 - d.get("n_val", 0)
-    images = 0.0
-    for step in config["path"]:
-        p = step["process"]
-        epochs = p["max_epochs"] if p["patience"] is None else min(p["max_epochs"], ASSUMED_ES_EPOCHS)
-        images += epochs * (n_train + d.get("n_val", 0) / 3) + (d.get("n_select") or d.get("n_test") or 10000) / 3
-    return 1.1 * images / rate
+    """Estimated seconds of one run on its own (:func:`plan_seconds` of it alone, before the gate's
+    measurements: every step charged)."""
+    return plan_seconds([config])[0]
 
 
 def image_steps(config: dict) -> float:
