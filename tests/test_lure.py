@@ -126,8 +126,9 @@ def test_claim_frames_give_every_claim_its_metric_and_arms(quick_plan):
     assert regime[0].holds and regime[0].measured == pytest.approx(0.95)
     results = {c.id: report.evaluate(c, frames[c.id], regime) for c in lure.CLAIMS}
     quick = runner.resolve_params("lure", profile="quick")
-    not_run = {"lure_vs_sp_paper"} | {f"fraction_20_vs_{p}" for p in (10, 30)}  # paper profile only
-    assert set(quick["methods"]).isdisjoint({"sp_paper"})
+    not_run = ({"lure_vs_sp_paper", "warm_start_penalty", "bl_vs_bl_code", "lure_vs_bl_code"}
+               | {f"fraction_20_vs_{p}" for p in (10, 30)})  # paper (and long) profile only
+    assert set(quick["methods"]).isdisjoint({"sp_paper", "scratch", "bl_code"})
     for cid, result in results.items():
         claim = result.claim
         if cid in not_run:

@@ -1,12 +1,13 @@
-"""The `long` profile of "Learn, unlearn, relearn" (issue 15), so far: the stream options it needs
-(official init and LLF, bf16, a select split) and the regime gate's rules and staged plan."""
+"""The `long` profile of "Learn, unlearn, relearn" (issue 15): the stream options it needs (official
+init and LLF, bf16, a select split), the regime gate's rules and staged plan, and the reported stage
+the gate unlocks (its runs, its preconditions, its new claims)."""
 import math
 
 import pandas as pd
 import pytest
 import torch
 
-from zaplib import models, runner, store, stream
+from zaplib import models, report, runner, store, stream
 from zaplib.experiments import lure
 
 LONG = runner.resolve_params("lure", profile="long")
@@ -100,7 +101,7 @@ def test_the_gate_plans_one_cell_at_a_time_and_stops_at_the_first_that_passes(tm
     todo, summary = lure.gate_stage(LONG, st)
     assert todo == [] and summary["status"] == "pass" and summary["cell"] == "8/550/60/on"
     assert not summary["verdicts"]["8/1100/30/off"]["passes"]
-    assert len(lure.full_plan(LONG)) == 3 * 6
+    assert len(lure.full_plan(LONG)) == 3 * 6 + lure.LONG_REPORTED_RUNS      # worst-case gate + reported runs
 
 
 @pytest.mark.parametrize("train_acc, accs, failing", [
@@ -135,3 +136,50 @@ def test_gate_cell_table_reads_real_stream_runs(tmp_path, monkeypatch):
     assert len(table) == 6 and table.test_acc.between(0, 1).all() and (table.seconds > 0).all()
     assert table.min_train_acc_after_first.between(0, 1).all()
     assert set(lure.gate_verdict(table)) >= {"passes", "fits", "penalty", "affordable"}
+
+
+def test_a_passing_gate_plans_the_reported_runs_at_its_cell(tmp_path):
+    good = (0.97, {"bl": 0.60, "scratch": 0.63, "bl_code": 0.58}, 300.0)
+    st = _gate_store(tmp_path, {"8/1100/30/off": (0.90, good[1], 300.0), "8/550/60/on": good})
+    planned = [c for _, c in lure.planned_runs(LONG, st)]
+    assert len(planned) == lure.LONG_REPORTED_RUNS == 31
+    arms = sorted((lure.variant_name(c), c["seed"]) for c in planned)
+    assert arms == sorted([(v, s) for v in ("bl", "scratch", "sp", "llf", "lure") for s in range(5)]
+                          + [(v, s) for v in ("bl_code", "sp_fresh") for s in range(3)])
+    for c in planned:
+        # the cell 8/550/60/on: its width, pool, epochs and augmentation, evaluated on the test set
+        assert (c["width"], c["n_pool"], c["epochs"], c["augment"], c["val_augment"]) == (8, 2200, 60, True, True)
+        assert c["lr_milestones"] == [24, 48] and c["n_test"] is None and "n_select" not in c
+        assert c["order_seed"] == c["seed"] and c["init"] == "official" and c["replay"] == "full"
+        assert ("llf_form" in c) == (c["method"] == "llf")            # only LLF carries its form
+        probed = bool(c["corruptions"])
+        assert probed == (lure.variant_name(c) in ("bl", "scratch", "sp", "llf", "lure"))
+        assert not c["pgd_eps"] and not c["weight_noise"]
+    assert all(c["llf_form"] == "official" for c in planned if c["method"] == "llf")
+    assert {c["n_corruption"] for c in planned if c["corruptions"]} == {1000}
+
+
+def test_a_failed_gate_plans_nothing_more_and_makes_every_claim_not_testable(tmp_path):
+    bad = (0.90, {"bl": 0.60, "scratch": 0.63, "bl_code": 0.58}, 300.0)
+    st = _gate_store(tmp_path, {cell: bad for cell in LONG["gate_cells"]})
+    assert lure.planned_runs(LONG, st) == []
+    gate = lure.gate_summary(LONG, st)
+    assert gate["status"] == "fail" and len(gate["table"]) == 18
+    assert lure.reported_params(LONG, gate) == LONG
+    mb = pd.DataFrame({"method": "bl", "replay": "full", "seed": [0, 1], "megabatch": 4, "train_acc": 0.99})
+    checks = lure.preconditions(mb, gate)
+    assert [c.holds for c in checks] == [False, True]
+    assert "no cell passed" in checks[0].measured and "90.0%" in checks[0].measured
+    frame = pd.DataFrame({"seed": [0, 1, 2] * 2, "variant": ["lure"] * 3 + ["bl"] * 3, "test_acc": [0.9, 0.91, 0.92, 0.8, 0.8, 0.81]})
+    claim = next(c for c in lure.CLAIMS if c.id == "lure_vs_bl")
+    result = report.evaluate(claim, frame, checks)
+    assert result.stage == "not testable" and "regime gate" in result.reason
+
+
+def test_relative_corruption_accuracy_divides_by_the_runs_own_clean_accuracy():
+    rows = pd.DataFrame({"variant": ["bl"] * 3 + ["lure"] * 3, "seed": 0,
+                         "corruption": ["clean", "fog", "fog"] * 2, "severity": [0, 1, 5] * 2,
+                         "acc": [0.8, 0.4, 0.2, 0.9, 0.9, 0.45]})
+    out = lure.relative_corruption_accuracy(rows)
+    assert list(out.rel_acc) == pytest.approx([0.5, 0.25, 1.0, 0.5])
+    assert lure.relative_corruption_accuracy(rows[rows.corruption != "clean"]) is None

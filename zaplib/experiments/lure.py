@@ -54,7 +54,6 @@ VARIANTS: dict[str, dict] = {
     "scratch": {"method": "scratch"},
     # issue 15: the official baseline script's constant lr (its scheduler is rebuilt with gamma 1)
     "bl_code": {"method": "bl", "lr_gamma": 1.0},
-    "llf_official": {"method": "llf", "llf_form": "official"},
 }
 VARIANT_LABELS = {
     "bl": "BL (warm start)", "sp": "S&P (LURE code: 0.3θ + 0.001ε)",
@@ -62,8 +61,9 @@ VARIANT_LABELS = {
     "llf": "LLF (layer3, layer4, fc)", "lure": "LURE (SNIP, 20 %)",
     "lure_model_init": "LURE (model's own init)", "scratch": "from scratch",
     "bl_code": "BL, constant lr (official baseline script)",
-    "llf_official": "LLF (official: shortcuts and fc bias kept)",
 }
+#: The LLF label by the chapter's ``llf_form`` (the variant is ``llf`` in both forms).
+LLF_LABELS = {"ours": "LLF (layer3, layer4, fc)", "official": "LLF (official: shortcuts and fc bias kept)"}
 
 
 def variant_name(config: dict) -> str:
@@ -85,7 +85,7 @@ def configs(params: dict) -> dict[str, list[dict]]:
     """Every run of the chapter, by section, from its resolved parameters (``zaplib.chapters``).
 
     Sections (:data:`SECTIONS`): ``main`` (Table 1: full replay, ``methods`` × ``seeds``, with the
-    robustness probes), ``replay`` (Tables 2–3: each of ``replays`` × ``replay_methods``),
+    robustness probes, and ``secondary_methods`` × ``secondary_seeds`` without them), ``replay`` (Tables 2–3: each of ``replays`` × ``replay_methods``),
     ``fraction`` (Table 7), ``criterion`` (Table 8), ``long`` (Table 4), ``arch`` (Table 6),
     ``noise`` (§6.3 / Table 9; ``ablation_seeds``), ``grid`` (§7.3). A run shared by two sections
     (e.g. LURE at 20 % in Tables 1 and 7) has one config, so it is computed once."""
@@ -98,7 +98,8 @@ def configs(params: dict) -> dict[str, list[dict]]:
                   n_test=opt(p["n_test"]), n_megabatches=p["n_megabatches"], epochs=p["epochs"],
                   lr_milestones=list(p["lr_milestones"]), batch_size=p["batch_size"], lr=p["lr"],
                   weight_decay=p["weight_decay"], buffer_size=p["buffer_size"],
-                  score_size=p["score_size"], init=p["init"])
+                  score_size=p["score_size"], init=p["init"], augment=p["augment"],
+                  val_augment=p["augment"], precision=p["precision"])
     probe_settings = dict(corruptions=list(p["corruptions"]),
                           corruption_severities=list(p["corruption_severities"]),
                           n_corruption=p["n_corruption"], pgd_eps=[e / 255 for e in p["pgd_eps"]],
@@ -110,9 +111,14 @@ def configs(params: dict) -> dict[str, list[dict]]:
         merged = {**shared, **(probe_settings if probe else {}), **VARIANTS[variant], **over, "seed": seed}
         if merged["model"] != "resnet18":  # the init option is the ResNet-18's (Table 6's networks keep theirs)
             merged.pop("init")
+        if merged["method"] == "llf":  # the form of the chapter's LLF; other methods' keys stay unchanged
+            merged["llf_form"] = p["llf_form"]
+        if p["vary_order"]:  # each seed its own stream: intervals include data-order variance
+            merged["order_seed"] = seed
         return stream.make_config(**merged)
 
-    main = [cfg(v, s, probe=True) for v in p["methods"] for s in p["seeds"]]
+    main = ([cfg(v, s, probe=True) for v in p["methods"] for s in p["seeds"]]
+            + [cfg(v, s) for v in p["secondary_methods"] for s in p["secondary_seeds"]])
     main_by_key = {(variant_name(c), c["seed"]): c for c in main}
 
     def reuse(variant, seed, **over):
@@ -298,9 +304,11 @@ CLAIMS: list[report.Claim] = [
     # Table 1, full replay, after the last mega-batch
     _versus("lure_vs_bl", "Full replay: LURE beats BL (warm start) in test accuracy",
             "+3.85 (93.32 vs 89.47)", "bl", primary=True),
-    _versus("lure_vs_sp", "Full replay: LURE beats S&P (LURE code: 0.3θ + 0.001ε)",
+    # what it measures: S&P at the LURE code's setting shrinks every weight to 30 % and adds almost
+    # no noise, so on a network that has not converged it mostly measures that damage
+    _versus("lure_vs_sp", "Full replay: LURE beats S&P at the LURE code's setting (θ ← 0.3θ + 0.001ε: every weight shrunk to 30 %)",
             "+1.56 (93.32 vs 91.76)", "sp", primary=True),
-    _versus("lure_vs_llf", "Full replay: LURE beats LLF (layer3, layer4, fc)",
+    _versus("lure_vs_llf", "Full replay: LURE beats LLF (layer3, layer4, fc re-initialised; the form is the page's llf_form)",
             "+1.89 (93.32 vs 91.43)", "llf", primary=True),
     _versus("lure_cer", "Full replay: LURE makes fewer cumulative test errors (CER) than BL",
             "−2138 (9622 vs 11760)", "bl", metric="cer", direction=-1, primary=True,
@@ -308,6 +316,13 @@ CLAIMS: list[report.Claim] = [
     # Table 3: the paper's largest gain
     _versus("lure_no_replay", "No replay: LURE beats BL in test accuracy",
             "+8.10 (88.96 vs 80.86)", "bl", primary=True),
+    # exploratory (issue 15): the premise, and the official baseline script's constant lr
+    _versus("warm_start_penalty", "Full replay: training from scratch beats the warm start (the penalty a reset would fix)",
+            "premise (Ash & Adams 2020); scratch not run in the paper", "bl", a="scratch"),
+    _versus("bl_vs_bl_code", "Full replay: BL with the paper's lr decay beats BL with the official script's constant lr",
+            "not reported (the official baseline script rebuilds its scheduler with gamma 1)", "bl_code", a="bl"),
+    _versus("lure_vs_bl_code", "Full replay: LURE beats BL as the official baseline script trains it (constant lr)",
+            "+3.85 (93.32 vs 89.47), if Table 1's BL is this one", "bl_code"),
     # exploratory: the rest of Tables 1-3
     _versus("lure_gap", "Full replay: LURE narrows the generalisation gap (vs BL)",
             "−2.38 (6.60 vs 8.98)", "bl", metric="gen_gap", direction=-1),
@@ -322,6 +337,9 @@ CLAIMS: list[report.Claim] = [
     # §6 robustness of the Table 1 models
     _versus("lure_corruptions", "LURE is more robust to corruptions than BL (mean corruption accuracy)",
             "+6 (74 vs 68 %, CIFAR-10-C)", "bl", metric="acc"),
+    _versus("lure_corruptions_relative", "LURE keeps more of its clean accuracy under corruptions than BL (relative mCA: corruption / clean accuracy)",
+            "+3.3 pts (74/93.3 vs 68/89.5, derived from CIFAR-10-C and Table 1)", "bl", metric="rel_acc",
+            unit_label=" pts of clean acc"),
     _versus("lure_pgd", "LURE is more robust to PGD-10 than BL (accuracy at the largest ε)",
             "higher (Fig. 3)", "bl", metric="acc"),
     _versus("lure_noise_20", "Label noise 20 %: LURE beats BL in clean test accuracy",
@@ -351,18 +369,37 @@ CLAIMS: list[report.Claim] = [
 
 #: Claims tested on the full-replay Table 1 runs (section ``main``), one summary row per run.
 MAIN_CLAIMS = ("lure_vs_bl", "lure_vs_sp", "lure_vs_llf", "lure_cer", "lure_gap", "lure_ece",
-               "lure_vs_sp_paper", "lure_vs_sp_fresh")
+               "lure_vs_sp_paper", "lure_vs_sp_fresh", "warm_start_penalty", "bl_vs_bl_code", "lure_vs_bl_code")
 
 
-def preconditions(megabatches: pd.DataFrame) -> list[report.Precondition]:
-    """The regime check every claim carries: BL's training accuracy at the carried epoch of the
-    last mega-batch, mean over seeds, from the ``megabatches`` table of the full-replay runs
+def preconditions(megabatches: pd.DataFrame, gate: dict | None = None) -> list[report.Precondition]:
+    """The regime checks every claim carries. Always: BL's training accuracy at the carried epoch of
+    the last mega-batch, mean over seeds, from the ``megabatches`` table of the full-replay runs
     (columns ``method``, ``replay``, ``seed``, ``megabatch``, ``train_acc``) — at least
-    :data:`REGIME_MIN_TRAIN_ACC`. A missing BL run measures NaN, which fails."""
-    bl = megabatches[(megabatches["method"] == "bl") & (megabatches["replay"] == "full")]
+    :data:`REGIME_MIN_TRAIN_ACC` (a missing BL run measures NaN, which fails). With a ``gate``
+    (:func:`gate_summary`): that it passed, measured as the chosen cell, or, when no cell passed,
+    as the best cell's values."""
+    bl = megabatches[(megabatches["method"] == "bl") & (megabatches["replay"] == "full")] if len(megabatches) else megabatches
     last = bl[bl["megabatch"] == bl["megabatch"].max()] if len(bl) else bl
     measured = float(last.groupby("seed")["train_acc"].mean().mean()) if len(last) else math.nan
-    return [report.Precondition.at_least(REGIME, measured, REGIME_MIN_TRAIN_ACC)]
+    checks = [report.Precondition.at_least(REGIME, measured, REGIME_MIN_TRAIN_ACC)]
+    if gate is not None:
+        checks.insert(0, report.Precondition(GATE_PRECONDITION, gate_measured(gate), gate["status"] == "pass",
+                                             "a passing cell"))
+    return checks
+
+
+def gate_measured(gate: dict) -> str:
+    """What the gate measured, in words: the passing cell, or every stored cell's weakest values."""
+    if gate["status"] == "pass":
+        v = gate["verdicts"][gate["cell"]]
+        return (f"cell {gate['cell']} passed (lowest training accuracy {v['min_train_acc']:.1%}, "
+                f"scratch − BL ≥ {100 * v['penalty_min']:+.1f} pts)")
+    if not gate["verdicts"]:
+        return "not run"
+    cells = "; ".join(f"{cell}: lowest training accuracy {v['min_train_acc']:.1%}, scratch − BL "
+                      f"{100 * v['penalty_min']:+.1f} pts on the worst seed" for cell, v in gate["verdicts"].items())
+    return ("no cell passed (" if gate["status"] == "fail" else "pending (") + cells + ")"
 
 
 def _probed(main: pd.DataFrame, key: str) -> bool:
@@ -376,6 +413,19 @@ def _rows(frame: pd.DataFrame | None, keep) -> pd.DataFrame | None:
         return None
     kept = frame[keep(frame)]
     return kept if len(kept) else None
+
+
+def relative_corruption_accuracy(corrupted: pd.DataFrame) -> pd.DataFrame | None:
+    """Per run, accuracy under each corruption × severity divided by the same run's clean accuracy
+    (column ``rel_acc``; Hendrycks & Dietterich's relative robustness, without their AlexNet
+    normalisation): separates robustness from a higher clean accuracy. None without clean rows."""
+    clean = corrupted[corrupted["corruption"] == "clean"]
+    if clean.empty:
+        return None
+    keys = [k for k in ("variant", "seed") if k in corrupted.columns]
+    base = clean.groupby(keys)["acc"].mean().rename("clean_acc")
+    out = corrupted[corrupted["corruption"] != "clean"].join(base, on=keys)
+    return out.assign(rel_acc=out["acc"] / out["clean_acc"])
 
 
 def claim_frames(read: Callable[[str, str], pd.DataFrame]) -> dict[str, pd.DataFrame | None]:
@@ -393,6 +443,7 @@ def claim_frames(read: Callable[[str, str], pd.DataFrame]) -> dict[str, pd.DataF
     # mean corruption accuracy: every corruption × severity cell of a run, averaged within the seed
     corrupted = read("main", "corruptions") if _probed(main, "corruptions") else None
     frames["lure_corruptions"] = _rows(corrupted, lambda f: f["corruption"] != "clean")
+    frames["lure_corruptions_relative"] = None if corrupted is None else relative_corruption_accuracy(corrupted)
     pgd = read("main", "pgd") if _probed(main, "pgd_eps") else None
     frames["lure_pgd"] = _rows(pgd, lambda f: np.isclose(f["eps_255"], f["eps_255"].max()))
     frames["lure_flatness"] = None
@@ -493,6 +544,13 @@ CHAPTER = Chapter(
         "weight_noise_repeats": (int, 2, "noise draws per σ"),
         "n_weight_noise": (int, 250, "training (and test) images evaluated per draw"),
         "workers": (int, 2, "local worker processes (one torch thread each)"),
+        "secondary_methods": (list[str], [], "methods of Table 1 run on secondary_seeds only, without the probes"),
+        "secondary_seeds": (list[int], [], "seeds of the secondary methods"),
+        "llf_form": (str, "ours", "LLF re-initialises layer3, layer4 and fc whole (ours), or as the official code: shortcut convs and the fc bias kept",
+                     ("ours", "official")),
+        "vary_order": (bool, False, "each seed its own stream order (order_seed = seed); else one order for every run"),
+        "augment": (bool, True, "random crop and flip, on training and validation images alike (LURE code)"),
+        "precision": (str, "fp32", "training precision: fp32, or bf16 autocast", ("fp32", "bf16")),
         "init": (str, "pytorch", "ResNet-18 initialisation: every module's default, or the official code's (conv Kaiming-normal fan-out, BN 1/0)",
                  ("pytorch", "official")),
         "gate_seeds": (list[int], [], "seeds of the regime gate (apart from every reported seed; empty: no gate)"),
@@ -510,16 +568,25 @@ CHAPTER = Chapter(
                   "corruption_severities": [1, 5], "n_corruption": 50, "pgd_eps": [2.0], "n_pgd": 20,
                   "weight_noise": [0.01], "weight_noise_repeats": 1, "n_weight_noise": 100},
         "quick": {},
-        # long (issue 15), so far its regime gate only: the official code's init (its default for
-        # this chapter at long), full replay over 4 mega-batches, BL,
-        # scratch and the official constant-lr BL on gate seeds 900 and 901, cell by cell in the
-        # declared order until one passes (gate_configs, gate_verdict). The reported runs and
-        # their claims are declared once the gate has chosen the cell.
+        # long (issue 15): the regime gate first (gate_configs, gate_verdict): full replay over 4
+        # mega-batches, BL, scratch and the official constant-lr BL on gate seeds 900 and 901, cell by
+        # cell in the declared order until one passes. The reported runs then take the chosen cell's
+        # width, images, epochs, augmentation and precision (reported_params): the official code's
+        # init and LLF form, each seed its own stream order, all 10,000 test images, Table 1's
+        # methods on 5 seeds with the corruption probe (13 corruptions × 5 severities × 1,000
+        # images), the official constant-lr BL and Ash & Adams' S&P on 3. No other table: the
+        # budget holds Table 1 only (no replay would add ≈ 40 %).
         "long": {"seeds": [0, 1, 2, 3, 4], "n_megabatches": 4, "short_megabatches": 4, "n_test": 0,
-                 "init": "official", "gate_seeds": [900, 901], "gate_cells": ["8/1100/30/off", "8/550/60/on", "16/440/30/on/bf16"]},
+                 "init": "official", "llf_form": "official", "vary_order": True,
+                 "methods": ["bl", "scratch", "sp", "llf", "lure"],
+                 "secondary_methods": ["bl_code", "sp_fresh"], "secondary_seeds": [0, 1, 2],
+                 "replays": [], "reset_fractions": [], "criteria": [], "label_noise": [],
+                 "lr_grid": [], "wd_grid": [], "corruptions": ["all"], "corruption_severities": [1, 2, 3, 4, 5],
+                 "n_corruption": 1000, "pgd_eps": [], "weight_noise": [],
+                 "gate_seeds": [900, 901], "gate_cells": ["8/1100/30/off", "8/550/60/on", "16/440/30/on/bf16"]},
         "paper": {"seeds": [0, 1, 2, 3, 4], "width": 64, "n_pool": 0, "n_test": 0, "n_megabatches": 8,
                   "short_megabatches": 4, "epochs": 50, "lr_milestones": [20, 40], "buffer_size": 186,
-                  "methods": ["bl", "sp", "sp_paper", "sp_fresh", "llf", "lure", "lure_model_init"],
+                  "methods": ["bl", "sp", "sp_paper", "sp_fresh", "llf", "lure", "lure_model_init", "scratch", "bl_code"],
                   "reset_fractions": [0.05, 0.1, 0.2, 0.3, 0.4],
                   "replay_methods": ["bl", "sp", "llf", "lure"],
                   "criteria": ["snip", "fisher", "magnitude", "random"], "ablation_seeds": [0, 1, 2],
@@ -538,18 +605,41 @@ CHAPTER = Chapter(
 # ---------------------------------------------------------------------------------------------
 def planned_runs(params: dict, store=None) -> list:
     """Every stored run the notebook reads, as ``(fn, config)`` pairs, longest first. A profile with
-    ``gate_seeds`` plans its regime gate first, one cell at a time (:func:`gate_stage`); its
-    reported runs are declared, with their claims, once the gate has chosen a cell (issue 15)."""
+    ``gate_seeds`` plans its regime gate first, one cell at a time (:func:`gate_stage`); once a cell
+    passes, the reported runs at that cell (:func:`reported_params`); when no cell passes, nothing
+    more: the efficacy claims are then not testable, with the gate's values as the reason."""
     if params.get("gate_seeds"):
-        return [(run, config) for config in gate_stage(params, store)[0]]
+        todo, gate = gate_stage(params, store)
+        if gate["status"] == "pending":
+            return [(run, config) for config in todo]
+        if gate["status"] == "fail":
+            return []
+        params = reported_params(params, gate)
     return [(run, config) for config in unique_configs(configs(params))]
+
+
+def reported_params(params: dict, gate: dict | None) -> dict:
+    """The parameters of the reported runs: ``params`` with the passing gate cell's width, pool
+    (images per mega-batch × ``n_megabatches``), epochs, lr milestones, augmentation and precision
+    (:func:`cell_overrides`; the select split stays the gate's). Unchanged without a gate or before
+    one has passed (the page then shows only the gate)."""
+    if not gate or gate["status"] != "pass":
+        return params
+    over = cell_overrides(params, gate["cell"])
+    keep = ("width", "n_pool", "epochs", "lr_milestones", "augment", "precision")
+    return type(params)({**params, **{k: over[k] for k in keep}})
 
 
 def full_plan(params: dict, store=None) -> list:
     """Every run of the profile at once, for the dry run's cost table: with a gate, every cell of
-    its grid (the worst case: no cell passes before the last)."""
+    its grid (the worst case: no cell passes before the last) and the reported runs at the chosen
+    cell (before the gate has passed: at the first cell, as a placeholder)."""
     if params.get("gate_seeds"):
-        return [(run, config) for cell in params["gate_cells"] for config in gate_configs(params, cell)]
+        gate_runs = [(run, config) for cell in params["gate_cells"] for config in gate_configs(params, cell)]
+        _, gate = gate_stage(params, store)
+        placeholder = gate if gate["status"] == "pass" else {"status": "pass", "cell": params["gate_cells"][0]}
+        reported = reported_params(params, placeholder)
+        return gate_runs + [(run, config) for config in unique_configs(configs(reported))]
     return planned_runs(params, store)
 
 
@@ -570,6 +660,9 @@ LONG_BUDGET_MIN = 180.0
 GATE_METHODS = ("bl", "scratch", "bl_code")
 #: Images the gate evaluates on: training images outside the stream's pool, never the test set.
 GATE_N_SELECT = 10000
+#: The precondition every claim carries at a profile with a gate (:func:`preconditions`).
+GATE_PRECONDITION = ("the regime gate passes: a cell where BL and scratch fit every mega-batch "
+                     f"(≥ {GATE_MIN_TRAIN_ACC:.0%}) and scratch − BL ≥ {100 * GATE_MIN_PENALTY:g} pt on every gate seed")
 
 
 def parse_cell(cell: str) -> dict:
@@ -656,6 +749,14 @@ def gate_verdict(table: pd.DataFrame) -> dict:
                penalty=bool((penalty >= GATE_MIN_PENALTY - 1e-9).all()))
     out["passes"] = out["fits"] and out["penalty"]
     return out
+
+
+def gate_summary(params: dict, store) -> dict:
+    """The gate's outcome (:func:`gate_stage`) with every stored cell's rows in one ``table``."""
+    _, summary = gate_stage(params, store)
+    tables = list(summary["tables"].values())
+    summary["table"] = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    return summary
 
 
 def gate_stage(params: dict, store) -> tuple[list[dict], dict]:
