@@ -643,15 +643,17 @@ def planned_runs(params: dict, store=None) -> list:
     return [(run, config) for config in sorted(configs(params), key=lambda c: -len(c["path"]))]
 
 
-def reported_params(params: dict, gate: dict) -> dict:
+def reported_params(params: dict, gate: dict | None) -> dict:
     """The parameters of the reported runs once the gate has decided (issue 16; plan §2): the
     resolution and width of the cell that passed; when no cell passed, the first (cheapest) cell
     without the fixes' arms (A's other rates, C's bias resets, the finer paths), whose claims are
     then "not testable" — the deficit's own arms (curve, controls, paper protocol, jumps, negative
     controls) still run."""
+    if not gate or gate["status"] == "pending":  # no gate (quick, paper), or not decided yet
+        return params
     cell = gate["cell"] if gate["status"] == "pass" else params["gate_cells"][0]
     resolution, width = parse_cell(cell)
-    out = {**params, "resolution": resolution, "width": width}
+    out = type(params)({**params, "resolution": resolution, "width": width})
     if gate["status"] != "pass":
         out["fix_arms"] = False
     return out
