@@ -73,10 +73,10 @@ def test_the_gate_plans_one_cell_at_a_time_and_stops_at_the_first_that_passes(tm
     summary = npt.gate_summary(LONG, passed)
     assert summary["status"] == "pass" and summary["cell"] == "16:8"
     reported = [c for _, c in npt.planned_runs(LONG, passed)]   # then the reported runs, at the chosen cell
-    assert len(reported) == 148 and {c["model"]["width"] for c in reported} == {8}
+    assert len(reported) == 133 and {c["model"]["width"] for c in reported} == {8}
     assert not any(c["data"].get("n_select") for c in reported)
     assert len(summary["table"]) == 6 and summary["table"].seconds_per_epoch.iloc[0] == pytest.approx(4.2)
-    assert len(npt.full_plan(LONG)) == 3 * 6 + 148  # the dry run prices every cell and the reported runs
+    assert len(npt.full_plan(LONG)) == 3 * 6 + 133  # the dry run prices every cell and the reported runs
 
 
 @pytest.mark.parametrize("accs, deficits, failing", [
@@ -123,7 +123,8 @@ def test_quick_configs_keep_the_keys_of_the_stored_runs():
 
 
 def test_the_reported_plan_at_long():
-    plan = npt.plan(REPORTED)
+    # as declared (148 runs), before cuts 3 and 4 (the last-weights paper arm, B contrast)
+    plan = npt.plan({**REPORTED, "paper_last_weights": True, "paths_1d": ["blur", "contrast", "shift"]})
     assert plan.config.map(store.config_hash).nunique() == 148
     assert {c["model"]["width"] for c in plan.config} == {8} and {c["data"]["resolution"] for c in plan.config} == {16}
     seeds = plan.groupby(["dataset", "group", "condition"]).seed.nunique()
@@ -176,3 +177,24 @@ def test_plan_seconds_charges_a_shared_prefix_once():
     c = plan[(plan.group == "C") & (plan.condition == "[No, Yes]") & (plan.seed == 0)].config.iloc[0]
     alone, after = npt.plan_seconds([c]), npt.plan_seconds([a, c])
     assert after[1] < alone[0] and after[0] == pytest.approx(npt.plan_seconds([a])[0])
+
+
+def test_cuts_3_and_4_remove_exactly_their_arms_and_leave_their_claims_not_run():
+    full = npt.plan({**REPORTED, "paper_last_weights": True, "paths_1d": ["blur", "contrast", "shift"]})
+    cut = npt.plan(REPORTED)
+    hashes = lambda plan: set(plan.config.map(store.config_hash))
+    removed = full[~full.config.map(store.config_hash).isin(hashes(cut))]
+    assert set(zip(removed.group, removed.condition)) == {("paper", "blur(ES, last) → clean"), ("B-contrast", "N=2"),
+                                                          ("B-contrast", "N=4")}
+    assert hashes(cut) <= hashes(full) and len(hashes(full)) - len(hashes(cut)) == 15
+    frames = npt.claim_frames(cut.assign(test_loss=1.0, test_acc=0.5, last_train_loss_at_best=0.1, last_best_epoch=5), REPORTED)
+    for cid in ("deficit_paper_last", "deficit_contrast", "B_finer_contrast"):
+        assert frames[cid] is None, cid
+    failed = npt.plan(npt.reported_params(LONG, {"status": "fail", "cell": None}))
+    assert failed.config.map(store.config_hash).nunique() == 79
+
+
+def test_a_list_parameter_checks_each_element_against_its_choices():
+    assert runner.resolve_params("negative_pretraining", {"paths_1d": ["shift"]}, profile="quick")["paths_1d"] == ["shift"]
+    with pytest.raises(runner.ParameterError, match="sharpen"):
+        runner.resolve_params("negative_pretraining", {"paths_1d": ["blur", "sharpen"]}, profile="quick")

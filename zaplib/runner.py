@@ -191,8 +191,13 @@ def _checked(chapter: Chapter, name: str, value):
         value = coerce_value(value, param.type)
     except (TypeError, ValueError) as exc:
         raise _error(chapter, f"parameter {name!r} expects {type_name(param.type)}, got {value!r} ({exc})")
-    if param.choices is not None and value not in param.choices:
-        raise _error(chapter, f"parameter {name!r} must be one of {list(param.choices)}, got {value!r}")
+    if param.choices is not None:
+        # a list parameter's choices are those of its elements
+        bad = [v for v in value if v not in param.choices] if isinstance(value, list) else \
+            ([] if value in param.choices else [value])
+        if bad:
+            raise _error(chapter, f"parameter {name!r} must be one of {list(param.choices)}"
+                         f"{' (each element)' if isinstance(value, list) else ''}, got {value!r}")
     problem = _out_of_range(param, value)
     if problem is not None:
         raise _error(chapter, f"parameter {name!r} {problem}")

@@ -152,9 +152,10 @@ def plan(p: dict) -> pd.DataFrame:
         # `patience` epochs past its optimum)
         if p.get("paper_protocol", False):
             add(ds, "paper", "blur(ES) → clean", 0, two_task_path(blurred, main, main), p["seeds"])
-            add(ds, "paper", "blur(ES, last) → clean", 1, two_task_path(blurred, replace(main, restore_best=False), main), p["seeds"])
+            if p.get("paper_last_weights", True):
+                add(ds, "paper", "blur(ES, last) → clean", 1, two_task_path(blurred, replace(main, restore_best=False), main), p["seeds"])
             add(ds, "paper", "clean(ES) → clean", 2, two_task_path(Task(ds), main, main), p["seeds"])
-        for kind in TRANSFORMS:
+        for kind in (k for k in TRANSFORMS if k in p.get("paths_1d", TRANSFORMS)):
             seeds = p["seeds"] if kind == "blur" else p["disc_seeds"]
             for n in (p["n_steps"] if p.get("fix_arms", True) else [m for m in p["n_steps"] if m == 2]):
                 add(ds, f"B-{kind}", f"N={n}", n, path_1d(kind, starts[kind], n, ds, first(disc), disc),
@@ -583,6 +584,8 @@ CHAPTER = Chapter(
         "key_seeds": (list[int], [], "extra seeds of the primary claims' arms (baseline, blur → clean, clean → clean, η → higher η, [Yes, Yes], the finest blur path)"),
         "first_lengths": (list[int], [], "lengths (epochs) of the fixed first phase of the deficit-vs-length curve, blurred and clean"),
         "paper_protocol": (bool, False, "also run the paper's protocol: every task early-stopped, the blurred one restored and with its last weights"),
+        "paper_last_weights": (bool, True, "with paper_protocol: also the early-stopped blurred phase with its last weights"),
+        "paths_1d": (list[str], list(TRANSFORMS), "transforms of intervention B's 1-D paths (blur, contrast, shift)", TRANSFORMS),
         "equal_epochs": (list[str], [], "transforms whose finest path also runs with the jump's first-phase epochs shared out (blur, contrast, shift)"),
         "negative_controls": (list[str], [], "datasets run as negative controls: baseline and blur → clean only (fashion_mnist, mnist)"),
         "constant_rates": (bool, True, "intervention A: also run the constant rates lr·f → lr·f"),
@@ -611,7 +614,10 @@ CHAPTER = Chapter(
                  "disc_max_epochs": 100, "disc_patience": 10, "blur_k": 4.0, "shift_start": 4.0,
                  "n_steps": [2, 4], "equal_epochs": ["blur", "shift"], "n_steps_2d": [2], "paths_2d": [],
                  "negative_controls": ["fashion_mnist", "mnist"], "gate_seeds": [900, 901, 902],
-                 "gate_cells": ["16:4", "16:8", "32:4"]},
+                 "gate_cells": ["16:4", "16:8", "32:4"],
+                 # cuts 3 and 4 of the plan's order (cuts 1 and 2 fell with the fixes' arms when the gate
+                 # failed), re-priced at the gate's measured rate: the last-weights paper arm, B contrast
+                 "paper_last_weights": False, "paths_1d": ["blur", "shift"]},
         "paper": {"datasets": ["cifar10", "fashion_mnist", "mnist", "svhn"], "seeds": list(range(10)),
                   "model": "resnet18", "width": 64, "resolution": 0, "n_train": 0, "n_val": 5000,
                   "lr": 1e-3, "lr_factors": [0.5, 2.0], "first_epochs": 0, "patience": 50,
@@ -803,18 +809,41 @@ def measured_es_epochs(store) -> float | None:
     return float(sum(epochs) / len(epochs)) if epochs else None
 
 
+def measured_rates(store) -> dict[tuple[int, int], float]:
+    """Training images per second by (resolution, width), as the stored gate runs recorded them
+    (two runs sharing the machine): their wall time over the images their epochs processed, each
+    counted as (training + ⅓ validation images) — the same units :func:`plan_seconds` charges. What
+    the plan is re-priced with once the gate has run (plan §2: "the measured t_epoch re-prices")."""
+    if store is None:
+        return {}
+    images, seconds = {}, {}
+    for config, wall in store.wall_times(EXPERIMENT, run.code_version):
+        d = config["data"]
+        if not d.get("n_select") or config["model"]["name"] != "resnet10":
+            continue
+        epochs = int(store.load(EXPERIMENT, config, version=run.code_version)["steps"].epochs_run.sum())
+        cell = (d.get("resolution") or 32, config["model"]["width"])
+        images[cell] = images.get(cell, 0.0) + epochs * (d["n_train"] + d["n_val"] / 3)
+        seconds[cell] = seconds.get(cell, 0.0) + wall
+    return {cell: images[cell] / seconds[cell] for cell in images}
+
+
 def plan_seconds(configs: Sequence[dict], store=None) -> list[float | None]:
     """Estimated seconds of each run on one thread when ``configs`` run in this order: a step whose
     path prefix an earlier run already took (the memo of :func:`zaplib.learning_paths.run_path`) is
     charged once. A step costs its epochs (a fixed phase its length, an early-stopped one the
     gate's measured mean, :func:`measured_es_epochs`, or :data:`ASSUMED_ES_EPOCHS` before the gate,
     within its cap) × (training images + ⅓ of the validation images), plus ⅓ of its evaluation
-    images, at :data:`RATES`; +10 % for two workers sharing the machine. None for a model or cell
-    without a rate."""
+    images, at the gate's measured rate for the cell (:func:`measured_rates`) or, before it, at
+    :data:`RATES` +10 % for two workers sharing the machine. None for a model or cell without a rate."""
     es = measured_es_epochs(store) or ASSUMED_ES_EPOCHS
+    measured = measured_rates(store)
     seen, out = set(), []
     for config in configs:
-        rate, d = _rate(config), config["data"]
+        d = config["data"]
+        cell = (d.get("resolution") or 32, config["model"]["width"])
+        # a measured rate already holds two workers' sharing; an assumed one gets +10 % below
+        rate, share = (measured[cell], 1.0) if config["model"]["name"] == "resnet10" and cell in measured else (_rate(config), 1.1)
         if rate is None:
             out.append(None)
             continue
@@ -827,7 +856,7 @@ def plan_seconds(configs: Sequence[dict], store=None) -> list[float | None]:
             p = step["process"]
             epochs = p["max_epochs"] if p["patience"] is None else min(p["max_epochs"], es)
             images += epochs * (n_train + d.get("n_val", 0) / 3) + (d.get("n_select") or d.get("n_test") or 10000) / 3
-        out.append(1.1 * images / rate)
+        out.append(share * images / rate)
     return out
 
 
