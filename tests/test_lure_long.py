@@ -183,3 +183,22 @@ def test_relative_corruption_accuracy_divides_by_the_runs_own_clean_accuracy():
     out = lure.relative_corruption_accuracy(rows)
     assert list(out.rel_acc) == pytest.approx([0.5, 0.25, 1.0, 0.5])
     assert lure.relative_corruption_accuracy(rows[rows.corruption != "clean"]) is None
+
+
+@pytest.mark.parametrize("method, extra", [("lure", {}), ("bl", {}), ("llf", {"llf_form": "official"})])
+def test_the_stream_records_which_entries_each_method_changed(method, extra):
+    config = stream.make_config(**TINY, method=method, seed=3, **extra)
+    out = stream.run_stream(config)
+    changed = out["changed"]
+    assert set(changed.megabatch) == {2} and (changed.n_changed <= changed.n_total).all()
+    n_reset = int(out["megabatches"].set_index("megabatch").n_reset[2])
+    if method == "lure":   # exactly the re-drawn entries, only in tensors named "weight"
+        assert changed.n_changed.sum() == n_reset > 0
+        assert changed[~changed.tensor.str.contains("weight")].n_changed.sum() == 0
+    elif method == "bl":
+        assert changed.n_changed.sum() == 0
+    else:                  # official LLF: layer3, layer4 and fc weights; shortcuts and the fc bias kept
+        hit = changed.set_index("tensor").n_changed
+        assert hit["fc.weight"] == changed.set_index("tensor").n_total["fc.weight"] and hit["fc.bias"] == 0
+        assert hit[[t for t in hit.index if "shortcut" in t]].sum() == 0
+        assert hit[[t for t in hit.index if t.startswith(("layer1", "layer2", "conv1", "bn1"))]].sum() == 0

@@ -505,6 +505,19 @@ def lure_reset(model: nn.Module, batch, reset_fraction: float = 0.2, criterion: 
 # ---------------------------------------------------------------------------------------------
 # Bias reset (negative pre-training)
 # ---------------------------------------------------------------------------------------------
+def changed_entries(before: Mapping[str, torch.Tensor], model: nn.Module) -> list[dict]:
+    """What a reset did, tensor by tensor: for every parameter of ``model``, the entries that differ
+    from ``before`` (a ``{name: tensor}`` copy taken before the reset) — rows with ``tensor``,
+    ``n_changed`` and ``n_total``. Measures any method alike (LURE's masks, LLF's layers, S&P's
+    shrink), e.g. the per-layer share of weights LURE re-draws (LURE §3, Alg. 1 lines 8–11)."""
+    rows = []
+    for name, param in model.named_parameters():
+        old = before[name]
+        rows.append({"tensor": name, "n_changed": int((param.detach() != old.to(param.device)).sum()),
+                     "n_total": param.numel()})
+    return rows
+
+
 def shift_biases(model: nn.Module, delta: float = 0.01) -> int:
     """Bias reset of the negative pre-training paper (§6): add ``delta`` (0.01) to every bias —
     every parameter whose name ends in "bias", norm-layer shifts included (a ResNet-18's convs have

@@ -361,6 +361,8 @@ def run_stream(config: dict, device=None, progress: bool = False, stage_callback
       ``cer`` (running sum of test errors), ``test_loss``, ``ece``, ``lr_start``, ``seconds``;
     - ``epochs``: every epoch's record (``train.train_iid`` columns plus ``megabatch``);
     - ``reliability``: the final model's 15-bin reliability-diagram data on the test set;
+    - ``changed``: per mega-batch after the first and per parameter tensor, the entries the method
+      changed (``tensor``, ``n_changed``, ``n_total``; :func:`zaplib.resets.changed_entries`);
     - ``summary``: one row — final ``test_acc``, ``cer``, ``gen_gap`` (last mega-batch),
       ``mean_gen_gap``, ``ece``, ``n_test``, ``data_file`` (e.g. ``cifar10_jpeg``: the lossy copy),
       ``seconds``;
@@ -414,7 +416,7 @@ def run_stream(config: dict, device=None, progress: bool = False, stage_callback
                                     config["weight_decay"])
 
     optimizer = new_optimizer()
-    rows, epoch_frames = [], []
+    rows, epoch_frames, changed_rows = [], [], []
     final = None
     previous_train = None
     cumulative_errors = 0
@@ -429,7 +431,9 @@ def run_stream(config: dict, device=None, progress: bool = False, stage_callback
             if config["method"] == "lure" and config["criterion"] in ("snip", "fisher"):
                 source = previous_train if config["score_data"] == "previous" else tr_idx
                 score = _score_batch(x_pool, y_pool, source, config["score_size"], augment, g)
+            before = {name: param.detach().clone() for name, param in model.named_parameters()}
             n_reset = apply_method(model, config, score, g)
+            changed_rows += [{"megabatch": i + 1, **row} for row in resets.changed_entries(before, model)]
             if config["method"] == "scratch" or not config["keep_optimizer_state"]:
                 optimizer = new_optimizer()
             if not config["lr_reset"]:
@@ -463,6 +467,8 @@ def run_stream(config: dict, device=None, progress: bool = False, stage_callback
     mb = pd.DataFrame(rows)
     results: dict = {"megabatches": mb, "epochs": pd.concat(epoch_frames, ignore_index=True),
                      "reliability": final["reliability"]}
+    if changed_rows:  # a stream of one mega-batch has no method step
+        results["changed"] = pd.DataFrame(changed_rows)
     results["summary"] = pd.DataFrame([{
         "test_acc": float(mb["test_acc"].iloc[-1]),
         "cer": int(mb["test_errors"].sum()),
