@@ -166,3 +166,15 @@ def test_pretraining_schematic_draws_on_the_given_axes_and_marks_the_meta_gradie
     assert any("second order" in t for t in texts)  # only meta-ASB's gradient flows back to θ0
     assert sum("discarded" in t for t in texts) == 1
     plt.close(fig)
+
+
+@pytest.mark.parametrize("replay, filled", [("full", 1 + 2 + 3 + 4), ("none", 4)])
+def test_stream_schematic_shows_what_each_stage_trains_on_and_a_reset_before_all_but_the_first(replay, filled):
+    fig, ax = plt.subplots()
+    assert plots.stream_schematic(4, replay, ax=ax) is ax
+    blocks = [p for p in ax.patches if type(p).__name__ == "Rectangle"]
+    assert len(blocks) == 16 and sum(p.get_facecolor()[:3] != (1.0, 1.0, 1.0) for p in blocks) == filled
+    assert sum(t.get_text() == "reset" for t in ax.texts) == 3
+    with pytest.raises(ValueError, match="replay"):
+        plots.stream_schematic(4, "partial")
+    plt.close(fig)

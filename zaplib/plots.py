@@ -311,3 +311,44 @@ def pretraining_schematic(ax=None, K: int = 4):
             box(x0, 0.6, 8.5, 1.4, "θK ← Adam(θK, ∇θK L_outer(θK))\nkept for the next episode", size=7)
         arrow(x0 + 4.25, 2.5, x0 + 4.25, 2.1)
     return ax
+
+
+def stream_schematic(n_megabatches: int = 4, replay: str = "full", ax=None):
+    """The ALMA mega-batch stream of LURE (Ramkumar et al. 2023, §3 and App. Alg. 1), one row per
+    stage: the mega-batches that stage trains on (``replay`` full: all so far; none: the newest;
+    buffered: the newest plus a thin slice of each older one), the carried best-validation checkpoint
+    (grey arrow), and the reset point before every stage but the first (red: Alg. 1 lines 8–11,
+    where BL does nothing and S&P, LLF or LURE act on the carried weights)."""
+    from matplotlib.patches import FancyArrowPatch, Rectangle
+
+    if replay not in ("full", "none", "buffered"):
+        raise ValueError(f"replay must be full, none or buffered, got {replay!r}")
+    t = int(n_megabatches)
+    ax = _axes(ax, (6.4, 0.9 + 0.55 * t))
+    ax.set_xlim(-2.6, t + 1.9)
+    ax.set_ylim(-0.8, t + 0.2)
+    ax.axis("off")
+    for i in range(t):
+        y = t - 1 - i
+        ax.text(-2.5, y + 0.35, f"stage {i + 1}", fontsize=7.5, va="center")
+        for j in range(t):
+            seen = j == i or (j < i and replay == "full")
+            if j < i and replay == "buffered":
+                ax.add_patch(Rectangle((j, y), 0.9, 0.7, fc="white", ec="0.6", lw=0.6))
+                ax.add_patch(Rectangle((j, y), 0.18, 0.7, fc="C0", alpha=0.6, lw=0))
+                continue
+            ax.add_patch(Rectangle((j, y), 0.9, 0.7, fc="C0" if seen else "white", alpha=0.6 if seen else 1.0,
+                                   ec="0.6", lw=0.6))
+            if seen and j == i:
+                ax.text(j + 0.45, y + 0.35, f"M{j + 1}", ha="center", va="center", fontsize=6.5)
+        ax.text(t + 0.1, y + 0.35, "train 90 % / val 10 %\ncarry best val. epoch", fontsize=5.5, va="center", color="0.35")
+        if i > 0:
+            ax.add_patch(FancyArrowPatch((-0.25, y + 1.02), (-0.25, y + 0.72), arrowstyle="-|>", mutation_scale=8,
+                                         color="0.4", lw=0.9))  # the carried weights
+            ax.plot([-1.15, -0.45], [y + 0.87, y + 0.87], color="C3", lw=2.2)
+            ax.text(-1.2, y + 0.87, "reset", color="C3", fontsize=6.5, ha="right", va="center")
+    ax.text(t / 2, -0.55, {"full": "full replay: every mega-batch so far",
+                           "none": "no replay: the newest mega-batch only",
+                           "buffered": "buffered replay: the newest + a small buffer of each older one"}[replay],
+            ha="center", fontsize=7, color="0.25")
+    return ax

@@ -308,7 +308,7 @@ CLAIMS: list[report.Claim] = [
     # no noise, so on a network that has not converged it mostly measures that damage
     _versus("lure_vs_sp", "Full replay: LURE beats S&P at the LURE code's setting (θ ← 0.3θ + 0.001ε: every weight shrunk to 30 %)",
             "+1.56 (93.32 vs 91.76)", "sp", primary=True),
-    _versus("lure_vs_llf", "Full replay: LURE beats LLF (layer3, layer4, fc re-initialised; the form is the page's llf_form)",
+    _versus("lure_vs_llf", "Full replay: LURE beats LLF (layer3, layer4 and fc re-initialised)",
             "+1.89 (93.32 vs 91.43)", "llf", primary=True),
     _versus("lure_cer", "Full replay: LURE makes fewer cumulative test errors (CER) than BL",
             "−2138 (9622 vs 11760)", "bl", metric="cer", direction=-1, primary=True,
