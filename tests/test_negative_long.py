@@ -152,7 +152,7 @@ def test_a_failed_gate_runs_the_deficit_but_not_the_fixes_whose_claims_are_then_
     assert not ((plan.group == "C") & (plan.condition != "[No, No]")).any()
     assert set(plan[plan.group == "A"].condition) == {"0.001 → 0.001"} and not plan.group.str.endswith("-equal").any()
     assert set(plan[plan.group == "B-blur"].x) == {2} and {"curve-blur", "paper", "control"} <= set(plan.group)
-    final = plan.assign(test_loss=1.0, test_acc=0.5, last_train_loss_at_best=0.1, last_best_epoch=5)
+    final = plan.assign(test_loss=1.0, test_acc=0.5, last_train_loss_at_best=0.1, last_train_loss=0.05, last_best_epoch=5)
     frames = npt.claim_frames(final, failed)
     for cid in ("fix_A_higher_rate", "fix_C_bias_both", "fix_B_finer_blur", "B_blur_equal_epochs"):
         assert frames[cid] is None
@@ -165,7 +165,7 @@ def test_every_claim_has_its_arms_at_long_and_at_most_five_are_primary():
     arms = npt.arms(REPORTED)
     for claim in npt.CLAIMS:
         assert claim.a in arms and claim.b in arms, claim.id
-    final = npt.plan(REPORTED).assign(test_loss=1.0, test_acc=0.5, last_train_loss_at_best=0.1, last_best_epoch=5)
+    final = npt.plan(REPORTED).assign(test_loss=1.0, test_acc=0.5, last_train_loss_at_best=0.1, last_train_loss=0.05, last_best_epoch=5)
     frames = npt.claim_frames(final, REPORTED)
     assert set(frames["no_deficit_fashion_mnist"].seed) == set(range(5))
     assert frames["deficit"].seed.nunique() == 8
@@ -187,7 +187,7 @@ def test_cuts_3_and_4_remove_exactly_their_arms_and_leave_their_claims_not_run()
     assert set(zip(removed.group, removed.condition)) == {("paper", "blur(ES, last) → clean"), ("B-contrast", "N=2"),
                                                           ("B-contrast", "N=4")}
     assert hashes(cut) <= hashes(full) and len(hashes(full)) - len(hashes(cut)) == 15
-    frames = npt.claim_frames(cut.assign(test_loss=1.0, test_acc=0.5, last_train_loss_at_best=0.1, last_best_epoch=5), REPORTED)
+    frames = npt.claim_frames(cut.assign(test_loss=1.0, test_acc=0.5, last_train_loss_at_best=0.1, last_train_loss=0.05, last_best_epoch=5), REPORTED)
     for cid in ("deficit_paper_last", "deficit_contrast", "B_finer_contrast"):
         assert frames[cid] is None, cid
     failed = npt.plan(npt.reported_params(LONG, {"status": "fail", "cell": None}))
@@ -198,3 +198,21 @@ def test_a_list_parameter_checks_each_element_against_its_choices():
     assert runner.resolve_params("negative_pretraining", {"paths_1d": ["shift"]}, profile="quick")["paths_1d"] == ["shift"]
     with pytest.raises(runner.ParameterError, match="sharpen"):
         runner.resolve_params("negative_pretraining", {"paths_1d": ["blur", "sharpen"]}, profile="quick")
+
+
+def test_length_curve_pairs_every_first_phase_with_the_baseline_of_its_seed():
+    plan = npt.plan(REPORTED)
+    cifar = plan[plan.dataset == "cifar10"].copy()
+    # made-up results: a deficit of 0.01 nats per blurred epoch, none after clean phases
+    loss = {("curve-blur", x): 1.0 + 0.01 * x for x in (10, 20, 40)}
+    cifar["test_loss"] = [loss.get((g, x), 1.0) + 0.001 * s for g, x, s in zip(cifar.group, cifar.x, cifar.seed)]
+    cifar["test_acc"] = 0.5
+    steps = cifar[cifar.group == "paper"].assign(step=0, epochs_run=[30 + s for s in cifar[cifar.group == "paper"].seed])
+    curve = npt.length_curve(cifar, steps, REPORTED)
+    fixed = curve[curve.protocol == "fixed"]
+    assert set(fixed.epochs) == {10.0, 20.0, 40.0} and fixed.seed.nunique() == 5
+    blur = fixed[fixed["first"] == "blur"].groupby("epochs").d_loss.mean()
+    assert blur.to_dict() == pytest.approx({10.0: 0.1, 20.0: 0.2, 40.0: 0.4})
+    assert fixed[fixed["first"] == "clean"].d_loss.abs().max() < 1e-12 and (curve.d_acc == 0).all()
+    es = curve[curve.protocol == "ES"]
+    assert set(es["first"]) == {"blur", "clean"} and sorted(es[es["first"] == "blur"].epochs) == [30.0, 31, 32, 33, 34]

@@ -117,7 +117,7 @@ def _synthetic_final(p, deficit=0.3, seeds=None, accuracy=0.5):
         loss = 1 + (deficit if blurred and not fixed else 0) + noise[row.seed] + rng.normal(0, 0.002)
         rows.append({"dataset": row.dataset, "group": row.group, "condition": row.condition, "x": row.x,
                      "seed": row.seed, "test_loss": loss, "test_acc": accuracy,
-                     "last_best_epoch": 10 + rng.normal(0, 1), "last_train_loss_at_best": 0.5 + rng.normal(0, 0.005)})
+                     "last_best_epoch": 10 + rng.normal(0, 1), "last_train_loss_at_best": 0.5 + rng.normal(0, 0.005), "last_train_loss": 0.3 + rng.normal(0, 0.005)})
     final = pd.DataFrame(rows)
     steps = final[["dataset", "group", "condition", "x", "seed"]].assign(entries_shifted=100)
     return final, steps
