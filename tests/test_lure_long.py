@@ -85,7 +85,7 @@ def _gate_store(tmp_path, cells):
     for cell, (train_acc, accs, seconds) in cells.items():
         for config in lure.gate_configs(LONG, cell):
             v = lure.variant_name(config)
-            mb = pd.DataFrame({"megabatch": [1, 2, 3, 4], "train_acc": [0.5, train_acc, 0.99, 0.99]})
+            mb = pd.DataFrame({"megabatch": [1, 2, 3, 4], "train_acc": [0.5, train_acc, 0.99, 0.99], "test_acc": accs[v]})
             summary = pd.DataFrame([{"test_acc": accs[v] + 0.001 * (config["seed"] - 900), "seconds": seconds}])
             st.save(lure.EXPERIMENT, config, {"megabatches": mb, "summary": summary}, version=lure.run.code_version)
     return st
@@ -174,6 +174,9 @@ def test_a_failed_gate_plans_nothing_more_and_makes_every_claim_not_testable(tmp
     claim = next(c for c in lure.CLAIMS if c.id == "lure_vs_bl")
     result = report.evaluate(claim, frame, checks)
     assert result.stage == "not testable" and "regime gate" in result.reason
+    unrun = lure.evaluate_claim(claim, None, checks)          # nothing ran: the gate is the reason, with its values
+    assert unrun.stage == "not testable" and "no cell passed" in unrun.reason and "not run" not in unrun.reason
+    assert "not run" in lure.evaluate_claim(claim, None, checks[1:]).reason   # no gate: simply not run
 
 
 def test_relative_corruption_accuracy_divides_by_the_runs_own_clean_accuracy():
@@ -202,3 +205,12 @@ def test_the_stream_records_which_entries_each_method_changed(method, extra):
         assert hit["fc.weight"] == changed.set_index("tensor").n_total["fc.weight"] and hit["fc.bias"] == 0
         assert hit[[t for t in hit.index if "shortcut" in t]].sum() == 0
         assert hit[[t for t in hit.index if t.startswith(("layer1", "layer2", "conv1", "bn1"))]].sum() == 0
+
+
+def test_gate_megabatches_lists_every_stored_gate_run_by_mega_batch(tmp_path):
+    st = _gate_store(tmp_path, {"8/1100/30/off": (0.90, {"bl": 0.60, "scratch": 0.63, "bl_code": 0.58}, 300.0)})
+    frame = lure.gate_megabatches(LONG, st)
+    assert len(frame) == 6 * 4 and set(frame.cell) == {"8/1100/30/off"}
+    assert set(frame.variant) == {"bl", "scratch", "bl_code"} and set(frame.megabatch) == {1, 2, 3, 4}
+    assert frame[frame.megabatch == 2].train_acc.eq(0.90).all()
+    assert lure.gate_megabatches(LONG, store.Store(tmp_path / "empty")).empty

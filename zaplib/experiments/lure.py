@@ -16,6 +16,8 @@ initialisation (:func:`zaplib.models.build` seeded by ``seed``), so the arms of 
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import math
 from collections.abc import Callable
 
@@ -402,6 +404,17 @@ def gate_measured(gate: dict) -> str:
     return ("no cell passed (" if gate["status"] == "fail" else "pending (") + cells + ")"
 
 
+def evaluate_claim(claim: report.Claim, frame: pd.DataFrame | None,
+                   checks: list[report.Precondition]) -> report.Result:
+    """:func:`zaplib.report.evaluate`, except that a claim left unrun by a failed regime gate
+    says so: its reason is the gate's measured values, not "not run at this profile"."""
+    result = report.evaluate(claim, frame, checks)
+    gate = [c for c in checks if c.name == GATE_PRECONDITION and not c.holds]
+    if (frame is None or frame.empty) and gate:
+        result = replace(result, reason=gate[0].describe())
+    return result
+
+
 def _probed(main: pd.DataFrame, key: str) -> bool:
     """Whether the Table 1 runs carry the probe whose config list is ``key`` (e.g. ``pgd_eps``)."""
     return len(main) > 0 and key in main.columns and len(main[key].iloc[0]) > 0
@@ -725,6 +738,21 @@ def gate_cell_table(params: dict, cell: str, store) -> pd.DataFrame | None:
                      "train_acc_by_megabatch": ", ".join(f"{a:.2f}" for a in mb.train_acc),
                      "seconds": float(stored["summary"].seconds.iloc[0])})
     return pd.DataFrame(rows)
+
+
+def gate_megabatches(params: dict, store, cells=None) -> pd.DataFrame:
+    """The gate's stored runs mega-batch by mega-batch (for its figure): ``cell``, ``variant``,
+    ``seed``, ``megabatch``, ``train_acc`` (at the carried epoch: the regime check) and
+    ``test_acc`` (on the select images), for every run of ``cells`` (default: the grid) stored."""
+    frames = []
+    for cell in params["gate_cells"] if cells is None else cells:
+        for config in gate_configs(params, cell):
+            if store is not None and store.complete(EXPERIMENT, config, version=run.code_version):
+                mb = store.load(EXPERIMENT, config, version=run.code_version)["megabatches"]
+                frames.append(mb[["megabatch", "train_acc", "test_acc"]].assign(
+                    cell=cell, variant=variant_name(config), seed=config["seed"]))
+    columns = ["cell", "variant", "seed", "megabatch", "train_acc", "test_acc"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
 def gate_verdict(table: pd.DataFrame) -> dict:

@@ -636,6 +636,7 @@ CHAPTER = Chapter(
         "key_seeds": (list[int], [], "extra seeds of the primary claims' arms (baseline, blur → clean, clean → clean, η → higher η, [Yes, Yes], the finest blur path)"),
         "first_lengths": (list[int], [], "lengths (epochs) of the fixed first phase of the deficit-vs-length curve, blurred and clean"),
         "paper_protocol": (bool, False, "also run the paper's protocol: every task early-stopped, the blurred one restored and with its last weights"),
+        "fix_arms": (bool, True, "run the fixes' arms (A's other rates, C's bias resets, finer paths); False after a failed regime gate"),
         "paper_last_weights": (bool, True, "with paper_protocol: also the early-stopped blurred phase with its last weights"),
         "paths_1d": (list[str], list(TRANSFORMS), "transforms of intervention B's 1-D paths (blur, contrast, shift)", TRANSFORMS),
         "equal_epochs": (list[str], [], "transforms whose finest path also runs with the jump's first-phase epochs shared out (blur, contrast, shift)"),
