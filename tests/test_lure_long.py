@@ -214,3 +214,14 @@ def test_gate_megabatches_lists_every_stored_gate_run_by_mega_batch(tmp_path):
     assert set(frame.variant) == {"bl", "scratch", "bl_code"} and set(frame.megabatch) == {1, 2, 3, 4}
     assert frame[frame.megabatch == 2].train_acc.eq(0.90).all()
     assert lure.gate_megabatches(LONG, store.Store(tmp_path / "empty")).empty
+
+
+def test_a_failed_gate_is_the_reason_only_of_the_claims_long_plans():
+    planned = lure.planned_claims(LONG)
+    assert {"lure_vs_bl", "lure_cer", "warm_start_penalty", "bl_vs_bl_code", "lure_corruptions_relative"} <= planned
+    assert not {"lure_no_replay", "lure_pgd", "snip_vs_fisher", "fraction_20_vs_5", "lure_vs_sp_paper"} & planned
+    assert lure.planned_claims(runner.resolve_params("lure", profile="paper")) == {c.id for c in lure.CLAIMS}
+    failed = [report.Precondition(lure.GATE_PRECONDITION, "no cell passed: …", False)]
+    by_id = {c.id: c for c in lure.CLAIMS}
+    assert "no cell passed" in lure.evaluate_claim(by_id["lure_vs_bl"], None, failed, planned).reason
+    assert lure.evaluate_claim(by_id["lure_no_replay"], None, failed, planned).reason == "not run at this profile"

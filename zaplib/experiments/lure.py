@@ -396,21 +396,38 @@ def gate_measured(gate: dict) -> str:
     if gate["status"] == "pass":
         v = gate["verdicts"][gate["cell"]]
         return (f"cell {gate['cell']} passed (lowest training accuracy {v['min_train_acc']:.1%}, "
-                f"scratch − BL ≥ {100 * v['penalty_min']:+.1f} pts)")
+                f"scratch − BL ≥ {100 * v['penalty_min']:+.2f} pts)")
     if not gate["verdicts"]:
         return "not run"
     cells = "; ".join(f"{cell}: lowest training accuracy {v['min_train_acc']:.1%}, scratch − BL "
-                      f"{100 * v['penalty_min']:+.1f} pts on the worst seed" for cell, v in gate["verdicts"].items())
-    return ("no cell passed (" if gate["status"] == "fail" else "pending (") + cells + ")"
+                      f"{100 * v['penalty_min']:+.2f} pts on the worst seed" for cell, v in gate["verdicts"].items())
+    return ("no cell passed: " if gate["status"] == "fail" else "pending: ") + cells
+
+
+def planned_claims(params: dict) -> set[str]:
+    """The claims a profile's runs test (by their arms and sections), whether or not they ran."""
+    methods = set(params["methods"]) | set(params["secondary_methods"])
+    by_id = {c.id: c for c in CLAIMS}
+    out = {c for c in MAIN_CLAIMS if {by_id[c].a, by_id[c].b} <= methods}
+    sections = {"lure_no_replay": "none" in params["replays"], "lure_buffered": "buffered" in params["replays"],
+                "lure_corruptions": bool(params["corruptions"]), "lure_corruptions_relative": bool(params["corruptions"]),
+                "lure_pgd": bool(params["pgd_eps"]), "lure_flatness": bool(params["weight_noise"]),
+                "lure_noise_20": 0.2 in params["label_noise"], "lure_noise_40": 0.4 in params["label_noise"]}
+    out |= {c for c, ran in sections.items() if ran and ("lure" in methods)}
+    out |= {c.id for c in CLAIMS if c.condition == "reset_fraction" and {c.a, c.b} <= set(params["reset_fractions"]) | {0.2}
+            and params["reset_fractions"]}
+    out |= {c.id for c in CLAIMS if c.condition == "criterion" and {c.a, c.b} <= set(params["criteria"])}
+    return out
 
 
 def evaluate_claim(claim: report.Claim, frame: pd.DataFrame | None,
-                   checks: list[report.Precondition]) -> report.Result:
+                   checks: list[report.Precondition], planned: set[str] | None = None) -> report.Result:
     """:func:`zaplib.report.evaluate`, except that a claim left unrun by a failed regime gate
-    says so: its reason is the gate's measured values, not "not run at this profile"."""
+    says so: its reason is the gate's measured values, not "not run at this profile" — for the
+    claims the profile plans (``planned``, default all; :func:`planned_claims`)."""
     result = report.evaluate(claim, frame, checks)
     gate = [c for c in checks if c.name == GATE_PRECONDITION and not c.holds]
-    if (frame is None or frame.empty) and gate:
+    if (frame is None or frame.empty) and gate and (planned is None or claim.id in planned):
         result = replace(result, reason=gate[0].describe())
     return result
 
@@ -598,6 +615,7 @@ CHAPTER = Chapter(
                  "n_corruption": 1000, "pgd_eps": [], "weight_noise": [],
                  "gate_seeds": [900, 901], "gate_cells": ["8/1100/30/off", "8/550/60/on", "16/440/30/on/bf16"]},
         "paper": {"seeds": [0, 1, 2, 3, 4], "width": 64, "n_pool": 0, "n_test": 0, "n_megabatches": 8,
+                  "init": "official", "llf_form": "official",
                   "short_megabatches": 4, "epochs": 50, "lr_milestones": [20, 40], "buffer_size": 186,
                   "methods": ["bl", "sp", "sp_paper", "sp_fresh", "llf", "lure", "lure_model_init", "scratch", "bl_code"],
                   "reset_fractions": [0.05, 0.1, 0.2, 0.3, 0.4],
