@@ -25,3 +25,12 @@ def walk_cells(cells: Sequence[str], configs: Callable[[str], list[dict]], table
         if verdicts[cell]["passes"]:
             return [], {"status": "pass", "cell": cell, "tables": tables, "verdicts": verdicts}
     return [], {"status": "fail", "cell": None, "tables": tables, "verdicts": verdicts}
+
+
+def summary_with_table(summary: dict) -> dict:
+    """``summary`` (from :func:`walk_cells`) with every stored cell's table stacked into one
+    ``table`` (a DataFrame; empty before any cell is stored), for a chapter's gate section."""
+    import pandas as pd  # imported on use: the walk itself needs no pandas
+
+    tables = list(summary["tables"].values())
+    return {**summary, "table": pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()}

@@ -414,9 +414,8 @@ def planned_claims(params: dict) -> set[str]:
                 "lure_pgd": bool(params["pgd_eps"]), "lure_flatness": bool(params["weight_noise"]),
                 "lure_noise_20": 0.2 in params["label_noise"], "lure_noise_40": 0.4 in params["label_noise"]}
     out |= {c for c, ran in sections.items() if ran and ("lure" in methods)}
-    out |= {c.id for c in CLAIMS if c.condition == "reset_fraction" and {c.a, c.b} <= set(params["reset_fractions"]) | {0.2}
-            and params["reset_fractions"]}
-    out |= {c.id for c in CLAIMS if c.condition == "criterion" and {c.a, c.b} <= set(params["criteria"])}
+    arms = {"reset_fraction": set(params["reset_fractions"]), "criterion": set(params["criteria"])}
+    out |= {c.id for c in CLAIMS if c.condition in arms and {c.a, c.b} <= arms[c.condition]}
     return out
 
 
@@ -799,10 +798,7 @@ def gate_verdict(table: pd.DataFrame) -> dict:
 
 def gate_summary(params: dict, store) -> dict:
     """The gate's outcome (:func:`gate_stage`) with every stored cell's rows in one ``table``."""
-    _, summary = gate_stage(params, store)
-    tables = list(summary["tables"].values())
-    summary["table"] = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    return summary
+    return gates.summary_with_table(gate_stage(params, store)[1])
 
 
 def gate_stage(params: dict, store) -> tuple[list[dict], dict]:

@@ -827,10 +827,7 @@ def gate_stage(params: dict, store) -> tuple[list[dict], dict]:
 
 def gate_summary(params: dict, store) -> dict:
     """The gate's outcome (:func:`gate_stage`) with every stored cell's rows in one ``table``."""
-    _, summary = gate_stage(params, store)
-    tables = list(summary["tables"].values())
-    summary["table"] = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    return summary
+    return gates.summary_with_table(gate_stage(params, store)[1])
 
 
 #: Training images per second on one thread (fp32), by (resolution, width): ResNet-10 w4 at 16 px
@@ -843,42 +840,49 @@ ASSUMED_ES_EPOCHS = 40
 
 def _rate(config: dict) -> float | None:
     """Training images per second of the run's model and cell (:data:`RATES`), None without one."""
-    d = config["data"]
-    return RATES.get((d.get("resolution") or 32, config["model"]["width"])) if config["model"]["name"] == "resnet10" else None
+    return RATES.get(_cell(config)) if config["model"]["name"] == "resnet10" else None
+
+
+def _cell(config: dict) -> tuple[int, int]:
+    """(resolution, width) of a run: the key of :data:`RATES` and of the gate's measured rates."""
+    return config["data"].get("resolution") or 32, config["model"]["width"]
+
+
+def gate_measurements(store) -> tuple[float | None, dict[tuple[int, int], float]]:
+    """What the stored gate runs measured, in one pass over them (plan §2: "the measured epochs and
+    t_epoch re-price the plan"):
+
+    - the mean epochs of their early-stopped phases (the baseline and the clean phase after blur),
+      None before any is stored: what :func:`plan_seconds` prices an early-stopped phase at;
+    - training images per second by (resolution, width) of the ResNet-10 runs (two runs sharing the
+      machine): their wall time over the images their epochs processed, each counted as (training
+      + ⅓ validation images), the same units :func:`plan_seconds` charges."""
+    if store is None:
+        return None, {}
+    epochs, images, seconds = [], {}, {}
+    for config, wall in store.wall_times(EXPERIMENT, run.code_version):
+        d = config["data"]
+        if not d.get("n_select"):
+            continue
+        steps = store.load(EXPERIMENT, config, version=run.code_version)["steps"]
+        epochs += [int(row.epochs_run) for row in steps.itertuples() if row.process_patience == row.process_patience
+                   and row.process_patience is not None]
+        if config["model"]["name"] == "resnet10":
+            cell = _cell(config)
+            images[cell] = images.get(cell, 0.0) + int(steps.epochs_run.sum()) * (d["n_train"] + d["n_val"] / 3)
+            seconds[cell] = seconds.get(cell, 0.0) + wall
+    return (float(sum(epochs) / len(epochs)) if epochs else None,
+            {cell: images[cell] / seconds[cell] for cell in images})
 
 
 def measured_es_epochs(store) -> float | None:
-    """Mean epochs of the early-stopped phases of the stored gate runs (the baseline and the clean
-    phase after blur), or None before any is stored: what :func:`plan_seconds` prices an
-    early-stopped phase at once the gate has run."""
-    if store is None:
-        return None
-    epochs = []
-    for config, _ in store.wall_times(EXPERIMENT, run.code_version):
-        if config["data"].get("n_select"):
-            steps = store.load(EXPERIMENT, config, version=run.code_version)["steps"]
-            epochs += [int(row.epochs_run) for row in steps.itertuples() if row.process_patience == row.process_patience
-                       and row.process_patience is not None]
-    return float(sum(epochs) / len(epochs)) if epochs else None
+    """Mean epochs of the stored gate runs' early-stopped phases (:func:`gate_measurements`)."""
+    return gate_measurements(store)[0]
 
 
 def measured_rates(store) -> dict[tuple[int, int], float]:
-    """Training images per second by (resolution, width), as the stored gate runs recorded them
-    (two runs sharing the machine): their wall time over the images their epochs processed, each
-    counted as (training + ⅓ validation images) — the same units :func:`plan_seconds` charges. What
-    the plan is re-priced with once the gate has run (plan §2: "the measured t_epoch re-prices")."""
-    if store is None:
-        return {}
-    images, seconds = {}, {}
-    for config, wall in store.wall_times(EXPERIMENT, run.code_version):
-        d = config["data"]
-        if not d.get("n_select") or config["model"]["name"] != "resnet10":
-            continue
-        epochs = int(store.load(EXPERIMENT, config, version=run.code_version)["steps"].epochs_run.sum())
-        cell = (d.get("resolution") or 32, config["model"]["width"])
-        images[cell] = images.get(cell, 0.0) + epochs * (d["n_train"] + d["n_val"] / 3)
-        seconds[cell] = seconds.get(cell, 0.0) + wall
-    return {cell: images[cell] / seconds[cell] for cell in images}
+    """Training images per second by (resolution, width) of the stored gate runs (:func:`gate_measurements`)."""
+    return gate_measurements(store)[1]
 
 
 def plan_seconds(configs: Sequence[dict], store=None) -> list[float | None]:
@@ -889,12 +893,12 @@ def plan_seconds(configs: Sequence[dict], store=None) -> list[float | None]:
     within its cap) × (training images + ⅓ of the validation images), plus ⅓ of its evaluation
     images, at the gate's measured rate for the cell (:func:`measured_rates`) or, before it, at
     :data:`RATES` +10 % for two workers sharing the machine. None for a model or cell without a rate."""
-    es = measured_es_epochs(store) or ASSUMED_ES_EPOCHS
-    measured = measured_rates(store)
+    es, measured = gate_measurements(store)
+    es = es or ASSUMED_ES_EPOCHS
     seen, out = set(), []
     for config in configs:
         d = config["data"]
-        cell = (d.get("resolution") or 32, config["model"]["width"])
+        cell = _cell(config)
         # a measured rate already holds two workers' sharing; an assumed one gets +10 % below
         rate, share = (measured[cell], 1.0) if config["model"]["name"] == "resnet10" and cell in measured else (_rate(config), 1.1)
         if rate is None:
