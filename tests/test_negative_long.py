@@ -194,6 +194,26 @@ def test_cuts_3_and_4_remove_exactly_their_arms_and_leave_their_claims_not_run()
     assert failed.config.map(store.config_hash).nunique() == 79
 
 
+def test_unrun_claims_give_the_failed_gate_or_the_cut_as_their_measured_reason():
+    gate = {"status": "fail", "cell": None,
+            "tables": {"16:4": pd.DataFrame({"deficit": [-0.02, 0.01, 0.01]}), "32:4": pd.DataFrame({"deficit": [0.01, 0.02, 0.06]})},
+            "verdicts": {"16:4": {"deficit_mean": 0.0, "seeds_positive": 2}, "32:4": {"deficit_mean": 0.03, "seeds_positive": 3}}}
+    failed = npt.reported_params(LONG, gate)
+    final = npt.plan(failed).assign(test_loss=1.0, test_acc=0.5, last_train_loss_at_best=0.1, last_train_loss=0.05,
+                                    last_best_epoch=5)
+    final.loc[final.group == "baseline", "test_loss"] = 0.9  # a difference to test, so the run claims get a p
+    by_id = {r.claim.id: r for r in npt.evaluate_claims(npt.claim_frames(final, failed), {}, failed, gate)}
+    for cid in ("fix_A_higher_rate", "fix_B_finer_blur", "fix_C_bias_both", "B_blur_equal_epochs", "B_finer_contrast"):
+        assert by_id[cid].stage == "not testable" and "32:4: +0.030 nats, 3/3 seeds" in by_id[cid].reason, cid
+    for cid in ("deficit_contrast", "deficit_paper_last"):
+        assert by_id[cid].stage == "not testable" and "cut to fit" in by_id[cid].reason, cid
+    assert by_id["deficit"].stage != "not testable" and "gate" not in by_id["deficit"].reason
+    # without a gate (quick), a claim this profile does not run says only that
+    quick = {**failed, "fix_arms": True, "paths_1d": list(npt.TRANSFORMS), "paper_last_weights": True}
+    plain = {r.claim.id: r for r in npt.evaluate_claims(npt.claim_frames(final, failed), {}, quick, None)}
+    assert plain["fix_A_higher_rate"].reason == "not run at this profile"
+
+
 def test_a_list_parameter_checks_each_element_against_its_choices():
     assert runner.resolve_params("negative_pretraining", {"paths_1d": ["shift"]}, profile="quick")["paths_1d"] == ["shift"]
     with pytest.raises(runner.ParameterError, match="sharpen"):

@@ -716,6 +716,39 @@ def reported_params(params: dict, gate: dict | None) -> dict:
     return out
 
 
+def gate_reason(gate: dict) -> str:
+    """Why the fixes' claims are not testable after a failed gate, with its measured values: the
+    precondition "a deficit exists" failed at every cell of the declared grid."""
+    cells = "; ".join(f"{cell}: {v['deficit_mean']:+.3f} nats, {v['seeds_positive']}/{len(gate['tables'][cell])} seeds > 0"
+                      for cell, v in gate["verdicts"].items())
+    return (f"precondition failed: a deficit exists (regime gate, mean ≥ {GATE_MIN_DEFICIT:g} nats and > 0 on "
+            f"every seed) — no cell passed ({cells}), so the fixes' arms were not run")
+
+
+def evaluate_claims(frames: dict, checks: dict, params: dict, gate: dict | None = None) -> list[report.Result]:
+    """Every claim of :data:`CLAIMS` under the book's rule (:func:`zaplib.report.evaluate`). A claim
+    left unrun states why (rule step 1, with the measured value): a fix whose arms a failed regime
+    gate dropped gives the gate's deficits (:func:`gate_reason`); an arm the profile cut to fit its
+    budget (``paths_1d``, ``paper_last_weights``) says so."""
+    dropped_by_gate = set(arms({**params, "fix_arms": True})) - set(arms(params))
+    cut = {arm for kind in TRANSFORMS if kind not in params.get("paths_1d", TRANSFORMS)
+           for arm in (jump(kind), finest(kind), equal(kind))}
+    if params.get("paper_protocol", False) and not params.get("paper_last_weights", True):
+        cut.add(PAPER_BLUR_LAST)
+    out = []
+    for claim in CLAIMS:
+        result = report.evaluate(claim, frames[claim.id], checks.get(claim.id, ()))
+        if frames[claim.id] is None or frames[claim.id].empty:
+            used = {claim.a, claim.b}
+            if gate and gate["status"] == "fail" and used & dropped_by_gate:
+                result = replace(result, reason=gate_reason(gate))
+            elif used & cut:
+                result = replace(result, reason="not run at this profile: cut to fit its budget "
+                                                "(the plan's declared cut order)")
+        out.append(result)
+    return out
+
+
 def full_plan(params: dict, store=None) -> list:
     """Every run of the profile at once, for the dry run's cost table: with a gate, every cell of
     its grid not yet stored (the worst case: no cell passes before the last) and the reported runs
