@@ -277,13 +277,15 @@ def _correlation(claim: Claim, frame: pd.DataFrame, base: Result) -> Result:
 
 
 def evaluate(claim: Claim, frame: pd.DataFrame | None,
-             preconditions: Sequence[Precondition] = ()) -> Result:
+             preconditions: Sequence[Precondition] = (), unrun_reason: str | None = None) -> Result:
     """Test one claim on a tidy frame: columns ``unit, condition, metric[, shared]`` for a
     difference, ``unit, x, y`` for a correlation (one row per run; rows are averaged within unit
-    and arm before testing). ``frame=None`` means the claim was not run at this profile."""
+    and arm before testing). ``frame=None`` means the claim was not run at this profile; it is not
+    testable, with ``unrun_reason`` as its reason when the chapter knows why (e.g. a failed regime
+    gate's measured values), else "not run at this profile"."""
     base = Result(claim, preconditions=tuple(preconditions))
     if frame is None or frame.empty:
-        return replace(base, stage="not testable", reason="not run at this profile")
+        return replace(base, stage="not testable", reason=unrun_reason or "not run at this profile")
     test = _correlation if claim.kind == "correlation" else _difference
     failing = [p.describe() for p in preconditions if not p.holds]
     if not failing:

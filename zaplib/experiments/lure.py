@@ -16,8 +16,6 @@ initialisation (:func:`zaplib.models.build` seeded by ``seed``), so the arms of 
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import math
 from collections.abc import Callable
 
@@ -424,11 +422,9 @@ def evaluate_claim(claim: report.Claim, frame: pd.DataFrame | None,
     """:func:`zaplib.report.evaluate`, except that a claim left unrun by a failed regime gate
     says so: its reason is the gate's measured values, not "not run at this profile" — for the
     claims the profile plans (``planned``, default all; :func:`planned_claims`)."""
-    result = report.evaluate(claim, frame, checks)
     gate = [c for c in checks if c.name == GATE_PRECONDITION and not c.holds]
-    if (frame is None or frame.empty) and gate and (planned is None or claim.id in planned):
-        result = replace(result, reason=gate[0].describe())
-    return result
+    unrun = gate[0].describe() if gate and (planned is None or claim.id in planned) else None
+    return report.evaluate(claim, frame, checks, unrun_reason=unrun)
 
 
 def _probed(main: pd.DataFrame, key: str) -> bool:

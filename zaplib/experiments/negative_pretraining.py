@@ -735,17 +735,13 @@ def evaluate_claims(frames: dict, checks: dict, params: dict, gate: dict | None 
            for arm in (jump(kind), finest(kind), equal(kind))}
     if params.get("paper_protocol", False) and not params.get("paper_last_weights", True):
         cut.add(PAPER_BLUR_LAST)
+    failed = bool(gate) and gate["status"] == "fail"
     out = []
     for claim in CLAIMS:
-        result = report.evaluate(claim, frames[claim.id], checks.get(claim.id, ()))
-        if frames[claim.id] is None or frames[claim.id].empty:
-            used = {claim.a, claim.b}
-            if gate and gate["status"] == "fail" and used & dropped_by_gate:
-                result = replace(result, reason=gate_reason(gate))
-            elif used & cut:
-                result = replace(result, reason="not run at this profile: cut to fit its budget "
-                                                "(the plan's declared cut order)")
-        out.append(result)
+        used = {claim.a, claim.b}
+        unrun = (gate_reason(gate) if failed and used & dropped_by_gate else
+                 "not run at this profile: cut to fit its budget (the plan's declared cut order)" if used & cut else None)
+        out.append(report.evaluate(claim, frames[claim.id], checks.get(claim.id, ()), unrun_reason=unrun))
     return out
 
 
@@ -906,23 +902,13 @@ def gate_measurements(store) -> tuple[float | None, dict[tuple[int, int], float]
             {cell: images[cell] / seconds[cell] for cell in images})
 
 
-def measured_es_epochs(store) -> float | None:
-    """Mean epochs of the stored gate runs' early-stopped phases (:func:`gate_measurements`)."""
-    return gate_measurements(store)[0]
-
-
-def measured_rates(store) -> dict[tuple[int, int], float]:
-    """Training images per second by (resolution, width) of the stored gate runs (:func:`gate_measurements`)."""
-    return gate_measurements(store)[1]
-
-
 def plan_seconds(configs: Sequence[dict], store=None) -> list[float | None]:
     """Estimated seconds of each run on one thread when ``configs`` run in this order: a step whose
     path prefix an earlier run already took (the memo of :func:`zaplib.learning_paths.run_path`) is
     charged once. A step costs its epochs (a fixed phase its length, an early-stopped one the
-    gate's measured mean, :func:`measured_es_epochs`, or :data:`ASSUMED_ES_EPOCHS` before the gate,
+    gate's measured mean, :func:`gate_measurements`, or :data:`ASSUMED_ES_EPOCHS` before the gate,
     within its cap) × (training images + ⅓ of the validation images), plus ⅓ of its evaluation
-    images, at the gate's measured rate for the cell (:func:`measured_rates`) or, before it, at
+    images, at the gate's measured rate for the cell (:func:`gate_measurements`) or, before it, at
     :data:`RATES` +10 % for two workers sharing the machine. None for a model or cell without a rate."""
     es, measured = gate_measurements(store)
     es = es or ASSUMED_ES_EPOCHS
